@@ -1,0 +1,52 @@
+//! Admin listener: health today; the query API, UI and metrics later.
+//!
+//! Serves on its own port (default 127.0.0.1:4001), never on the proxy's.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::error::json_response;
+use crate::sink::SpanSink;
+use crate::store::Store;
+
+/// What the admin handlers can see.
+pub struct Admin {
+    pub store: Option<Store>,
+    pub sink: Option<SpanSink>,
+    pub queue_max_bytes: usize,
+}
+
+impl Admin {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/healthz") => json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
+            (&Method::GET, "/readyz") => self.readyz().await,
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                Bytes::from_static(br#"{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":"not_found"}}"#),
+            ),
+        }
+    }
+
+    async fn readyz(&self) -> Response<Full<Bytes>> {
+        let store_ok = match &self.store {
+            Some(store) => store.ping().await.is_ok(),
+            None => true,
+        };
+        let (depth, bytes) = self.sink.as_ref().map(SpanSink::depth).unwrap_or((0, 0));
+        let queue_ok = bytes < self.queue_max_bytes;
+        let ready = store_ok && queue_ok;
+        let body = serde_json::json!({
+            "ready": ready,
+            "store": if store_ok { "ok" } else { "unreachable" },
+            "queue_spans": depth,
+            "queue_bytes": bytes,
+        });
+        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        json_response(status, Bytes::from(body.to_string()))
+    }
+}

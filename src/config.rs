@@ -1,0 +1,527 @@
+//! Configuration: the TOML file, environment overrides and validation.
+//!
+//! Owns the one `Config` struct every other module reads. Precedence is
+//! built-in defaults < `config/llmtap.toml` (or `--config`) < environment
+//! (`LLMTAP_*` and the four seed names `ENABLE_TRACING`, `TRACE_BATCH_SIZE`,
+//! `TRACE_BATCH_INTERVAL_MS`, `TRACE_DEBUG`) < command-line flags (applied by
+//! `main`). Unknown keys and invalid values stop start-up with a message that
+//! names the key. This module never touches the network or the store.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything that can go wrong while loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The wire format a route speaks; selects the parser in `providers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// OpenAI and OpenAI-compatible APIs (chat completions, embeddings, ...).
+    Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Openai => "openai",
+            Format::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// Top-level configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// Address of the admin listener (`/healthz`, later the API and UI).
+    pub admin_listen: SocketAddr,
+    /// Where spans are stored: `sqlite://PATH` (or a bare file path).
+    pub database_url: String,
+    /// Span recording and the background writer.
+    pub tracing: TracingConfig,
+    /// Connections to providers.
+    pub upstream: UpstreamConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Routes by path prefix; the first (longest) matching prefix wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Span recording and the background writer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Record spans at all. `false` makes llmtap a plain proxy.
+    pub enabled: bool,
+    /// Flush when this many spans are queued.
+    pub batch_size: usize,
+    /// Flush at least this often (milliseconds).
+    pub batch_interval_ms: u64,
+    /// Most rows in one INSERT statement.
+    pub max_rows_per_statement: usize,
+    /// Memory budget for spans waiting to be written; past it the oldest are
+    /// dropped and counted.
+    pub queue_max_bytes: usize,
+    /// Debug-level logs.
+    pub debug: bool,
+    /// Store request and response bodies with the span.
+    pub capture_bodies: bool,
+    /// Most bytes of each body stored (the rest is cut, marked truncated).
+    pub max_capture_bytes: usize,
+    /// Most bytes of a JSON body (decoded) the observer will parse for span
+    /// fields. Bodies past it are still forwarded whole.
+    pub max_parse_bytes: usize,
+    /// Salt for `api_key_hash`. Empty = a random salt generated once and kept
+    /// in the store, so hashes are stable across restarts.
+    pub api_key_salt: String,
+}
+
+/// Connections to providers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// TCP (and TLS) connect timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Time from sending the request to the response headers, milliseconds.
+    /// Long on purpose: non-streaming reasoning calls can take minutes.
+    pub first_byte_timeout_ms: u64,
+    /// Idle pooled connections are closed after this many milliseconds.
+    pub pool_idle_timeout_ms: u64,
+    /// Most idle pooled connections per upstream host.
+    pub pool_max_idle_per_host: usize,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long in-flight exchanges may run after a shutdown signal.
+    pub drain_timeout_ms: u64,
+    /// How long the writer may take to flush queued spans at exit.
+    pub flush_timeout_ms: u64,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix matched on a segment boundary, e.g. `/v1`.
+    pub prefix: String,
+    /// Base URL of the provider, e.g. `https://api.openai.com`.
+    pub upstream: String,
+    /// Wire format: `openai` or `anthropic`.
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// Remove the prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Provider name recorded on spans (OpenTelemetry names); defaults from
+    /// the format.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Allow `http://` to a host that is not loopback.
+    #[serde(default)]
+    pub allow_insecure: bool,
+}
+
+fn default_format() -> Format {
+    Format::Openai
+}
+
+// === impl Config ===
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
+            database_url: "sqlite://data/llmtap.db".to_string(),
+            tracing: TracingConfig::default(),
+            upstream: UpstreamConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            routes: default_routes(),
+        }
+    }
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            enabled: true,
+            batch_size: 10,
+            batch_interval_ms: 1000,
+            max_rows_per_statement: 200,
+            queue_max_bytes: 64 * 1024 * 1024,
+            debug: false,
+            capture_bodies: true,
+            max_capture_bytes: 64 * 1024,
+            max_parse_bytes: 8 * 1024 * 1024,
+            api_key_salt: String::new(),
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout_ms: 10_000,
+            first_byte_timeout_ms: 600_000,
+            pool_idle_timeout_ms: 90_000,
+            pool_max_idle_per_host: 256,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout_ms: 30_000,
+            flush_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The routes used when the config names none.
+pub fn default_routes() -> Vec<RouteConfig> {
+    vec![
+        RouteConfig {
+            prefix: "/v1".to_string(),
+            upstream: "https://api.openai.com".to_string(),
+            format: Format::Openai,
+            strip_prefix: false,
+            provider: None,
+            allow_insecure: false,
+        },
+        RouteConfig {
+            prefix: "/anthropic".to_string(),
+            upstream: "https://api.anthropic.com".to_string(),
+            format: Format::Anthropic,
+            strip_prefix: true,
+            provider: None,
+            allow_insecure: false,
+        },
+    ]
+}
+
+/// Where `load` looks when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/llmtap.toml";
+
+impl Config {
+    /// Parses TOML text. `path` only labels errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads the file (`explicit` must exist; the default path may be
+    /// missing), applies `env` overrides and validates.
+    pub fn load(
+        explicit: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let path = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("LLMTAP_CONFIG").map(PathBuf::from));
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::from_toml(&text, &path)?
+            }
+            None => {
+                let path = Path::new(DEFAULT_CONFIG_PATH);
+                match std::fs::read_to_string(path) {
+                    Ok(text) => Config::from_toml(&text, path)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+                    Err(source) => {
+                        return Err(ConfigError::Read {
+                            path: path.to_path_buf(),
+                            source,
+                        })
+                    }
+                }
+            }
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies environment overrides. Each variable names one key.
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        fn get<T: std::str::FromStr>(
+            env: &HashMap<String, String>,
+            key: &str,
+        ) -> Result<Option<T>, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match env.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<T>()
+                    .map(Some)
+                    .map_err(|e| ConfigError::invalid(key, format!("{v:?}: {e}"))),
+            }
+        }
+        fn get_bool(env: &HashMap<String, String>, key: &str) -> Result<Option<bool>, ConfigError> {
+            match env.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+                None => Ok(None),
+                Some(v) => match v.as_str() {
+                    "1" | "true" | "yes" | "on" => Ok(Some(true)),
+                    "0" | "false" | "no" | "off" => Ok(Some(false)),
+                    _ => Err(ConfigError::invalid(
+                        key,
+                        format!("{v:?} is not a boolean (true/false)"),
+                    )),
+                },
+            }
+        }
+        if let Some(v) = get(env, "LLMTAP_LISTEN")? {
+            self.listen = v;
+        }
+        if let Some(v) = get(env, "LLMTAP_ADMIN_LISTEN")? {
+            self.admin_listen = v;
+        }
+        if let Some(v) = env.get("LLMTAP_DATABASE_URL") {
+            self.database_url = v.clone();
+        }
+        for key in ["ENABLE_TRACING", "LLMTAP_TRACING_ENABLED"] {
+            if let Some(v) = get_bool(env, key)? {
+                self.tracing.enabled = v;
+            }
+        }
+        for key in ["TRACE_BATCH_SIZE", "LLMTAP_BATCH_SIZE"] {
+            if let Some(v) = get(env, key)? {
+                self.tracing.batch_size = v;
+            }
+        }
+        for key in ["TRACE_BATCH_INTERVAL_MS", "LLMTAP_BATCH_INTERVAL_MS"] {
+            if let Some(v) = get(env, key)? {
+                self.tracing.batch_interval_ms = v;
+            }
+        }
+        for key in ["TRACE_DEBUG", "LLMTAP_DEBUG"] {
+            if let Some(v) = get_bool(env, key)? {
+                self.tracing.debug = v;
+            }
+        }
+        if let Some(v) = get(env, "LLMTAP_QUEUE_MAX_BYTES")? {
+            self.tracing.queue_max_bytes = v;
+        }
+        if let Some(v) = get_bool(env, "LLMTAP_CAPTURE_BODIES")? {
+            self.tracing.capture_bodies = v;
+        }
+        if let Some(v) = get(env, "LLMTAP_MAX_CAPTURE_BYTES")? {
+            self.tracing.max_capture_bytes = v;
+        }
+        if let Some(v) = env.get("LLMTAP_API_KEY_SALT") {
+            self.tracing.api_key_salt = v.clone();
+        }
+        if let Some(v) = get(env, "LLMTAP_DRAIN_TIMEOUT_MS")? {
+            self.shutdown.drain_timeout_ms = v;
+        }
+        if let Some(v) = get(env, "LLMTAP_CONNECT_TIMEOUT_MS")? {
+            self.upstream.connect_timeout_ms = v;
+        }
+        if let Some(v) = get(env, "LLMTAP_FIRST_BYTE_TIMEOUT_MS")? {
+            self.upstream.first_byte_timeout_ms = v;
+        }
+        Ok(())
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.tracing;
+        if t.batch_size == 0 || t.batch_size > 100_000 {
+            return Err(ConfigError::invalid(
+                "tracing.batch_size",
+                "must be between 1 and 100000",
+            ));
+        }
+        if t.batch_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "tracing.batch_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        if t.max_rows_per_statement == 0 || t.max_rows_per_statement > 500 {
+            return Err(ConfigError::invalid(
+                "tracing.max_rows_per_statement",
+                "must be between 1 and 500 (SQLite's bind-variable limit)",
+            ));
+        }
+        if t.queue_max_bytes < 64 * 1024 {
+            return Err(ConfigError::invalid(
+                "tracing.queue_max_bytes",
+                "must be at least 65536",
+            ));
+        }
+        if self.upstream.connect_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "upstream.connect_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.upstream.first_byte_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "upstream.first_byte_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if t.enabled {
+            crate::store::StoreUrl::parse(&self.database_url)
+                .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
+        }
+        if self.routes.is_empty() {
+            return Err(ConfigError::invalid("routes", "at least one route is needed"));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if !route.prefix.starts_with('/') || route.prefix.contains(['?', '#']) {
+                return Err(ConfigError::invalid(
+                    key("prefix"),
+                    format!("{:?} must start with '/' and hold a path only", route.prefix),
+                ));
+            }
+            crate::router::UpstreamBase::parse(&route.upstream, route.allow_insecure)
+                .map_err(|e| ConfigError::invalid(key("upstream"), e))?;
+            if self.routes[..i]
+                .iter()
+                .any(|r| normalize_prefix(&r.prefix) == normalize_prefix(&route.prefix))
+            {
+                return Err(ConfigError::invalid(
+                    key("prefix"),
+                    format!("{:?} is configured twice", route.prefix),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A prefix without its trailing slashes (`/v1/` → `/v1`; `/` stays `/`).
+pub fn normalize_prefix(prefix: &str) -> &str {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn shipped_config_parses_and_matches_defaults() {
+        let text = include_str!("../config/llmtap.toml");
+        let config = Config::from_toml(text, Path::new("config/llmtap.toml")).unwrap();
+        config.validate().unwrap();
+        let d = Config::default();
+        assert_eq!(config.listen, d.listen);
+        assert_eq!(config.admin_listen, d.admin_listen);
+        assert_eq!(config.database_url, d.database_url);
+        assert_eq!(config.tracing.batch_size, d.tracing.batch_size);
+        assert_eq!(config.tracing.batch_interval_ms, d.tracing.batch_interval_ms);
+        assert_eq!(config.tracing.queue_max_bytes, d.tracing.queue_max_bytes);
+        assert_eq!(config.tracing.max_capture_bytes, d.tracing.max_capture_bytes);
+        assert_eq!(config.upstream.first_byte_timeout_ms, d.upstream.first_byte_timeout_ms);
+        assert_eq!(config.shutdown.drain_timeout_ms, d.shutdown.drain_timeout_ms);
+        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.routes[1].prefix, "/anthropic");
+        assert!(config.routes[1].strip_prefix);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[tracing]\nbatch_sise = 3\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("batch_sise"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_and_names_bad_values() {
+        let mut c = Config::default();
+        c.apply_env(&env(&[
+            ("ENABLE_TRACING", "false"),
+            ("TRACE_BATCH_SIZE", "25"),
+            ("TRACE_BATCH_INTERVAL_MS", "50"),
+            ("TRACE_DEBUG", "1"),
+        ]))
+        .unwrap();
+        assert!(!c.tracing.enabled);
+        assert_eq!(c.tracing.batch_size, 25);
+        assert_eq!(c.tracing.batch_interval_ms, 50);
+        assert!(c.tracing.debug);
+        let err = c
+            .apply_env(&env(&[("TRACE_BATCH_SIZE", "ten")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TRACE_BATCH_SIZE"), "{err}");
+        let err = c
+            .apply_env(&env(&[("ENABLE_TRACING", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ENABLE_TRACING"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = Config::default();
+        c.tracing.batch_size = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("tracing.batch_size"));
+        let mut c = Config::default();
+        c.routes[0].upstream = "ftp://x".into();
+        assert!(c.validate().unwrap_err().to_string().contains("routes[0].upstream"));
+        let mut c = Config::default();
+        c.routes[0].upstream = "http://example.com".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("routes[0].upstream") && err.contains("allow_insecure"), "{err}");
+        let mut c = Config::default();
+        c.routes[1].prefix = "/v1/".into();
+        assert!(c.validate().unwrap_err().to_string().contains("routes[1].prefix"));
+    }
+}

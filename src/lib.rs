@@ -1,0 +1,165 @@
+//! llmtap: a transparent reverse proxy that records every LLM call as a
+//! span.
+//!
+//! The modules follow the data path (see ARCHITECTURE.md):
+//! `listener` → `router` → `proxy` → `upstream`, with `tee` + `observe`
+//! watching both bodies, `providers` / `sse` / `decode` / `tokens` reading
+//! them, and `span` → `sink` → `store` recording the result in the
+//! background. `run` wires them together.
+
+pub mod admin;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod listener;
+pub mod observe;
+pub mod providers;
+pub mod proxy;
+pub mod router;
+pub mod sink;
+pub mod span;
+pub mod sse;
+pub mod store;
+pub mod tee;
+pub mod tokens;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::observe::Recording;
+use crate::sink::SpanSink;
+use crate::store::{Store, StoreUrl};
+
+/// Errors that stop llmtap from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid database_url: {0}")]
+    StoreUrl(#[from] store::StoreUrlError),
+    #[error("cannot open the span store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("invalid routes: {0}")]
+    Routes(String),
+}
+
+/// The listeners `run` serves; bound by the caller so tests can use port 0.
+pub struct Listeners {
+    pub proxy: TcpListener,
+    /// `None` disables the admin listener.
+    pub admin: Option<TcpListener>,
+}
+
+/// Runs llmtap until `shutdown` resolves, then shuts down in order.
+pub async fn run(
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    config: Config,
+) -> Result<(), RunError> {
+    let router = router::Router::new(&config.routes).map_err(RunError::Routes)?;
+    let upstream = upstream::Upstream::new(&config.upstream);
+
+    // The recorder: store, queue and batcher (absent with tracing off).
+    let mut recorder = None;
+    if config.tracing.enabled {
+        let url = StoreUrl::parse(&config.database_url)?;
+        let store = Store::open(&url).await?;
+        let salt = if config.tracing.api_key_salt.is_empty() {
+            store.salt().await?
+        } else {
+            config.tracing.api_key_salt.clone()
+        };
+        let sink = SpanSink::new(config.tracing.batch_size, config.tracing.queue_max_bytes);
+        let batcher = tokio::spawn(sink::run_batcher(
+            sink.clone(),
+            store.clone(),
+            Duration::from_millis(config.tracing.batch_interval_ms),
+            config.tracing.max_rows_per_statement,
+            Duration::from_millis(config.shutdown.flush_timeout_ms),
+        ));
+        // Load the tokenizers off the request path.
+        tokio::task::spawn_blocking(tokens::warm_up);
+        let recording = Arc::new(Recording {
+            sink: sink.clone(),
+            capture_bodies: config.tracing.capture_bodies,
+            max_capture_bytes: config.tracing.max_capture_bytes,
+            max_parse_bytes: config.tracing.max_parse_bytes,
+            api_key_salt: salt,
+        });
+        recorder = Some((store, sink, batcher, recording));
+    }
+
+    let proxy = Arc::new(proxy::Proxy::new(
+        router,
+        upstream,
+        recorder.as_ref().map(|r| Arc::clone(&r.3)),
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let admin_task = listeners.admin.map(|listener| {
+        let admin = Arc::new(admin::Admin {
+            store: recorder.as_ref().map(|r| r.0.clone()),
+            sink: recorder.as_ref().map(|r| r.1.clone()),
+            queue_max_bytes: config.tracing.queue_max_bytes,
+        });
+        let rx = stop_rx.clone();
+        tokio::spawn(listener::serve(
+            listener,
+            move |req| Arc::clone(&admin).handle(req),
+            stopped(rx),
+            Duration::from_millis(1000),
+        ))
+    });
+
+    tracing::info!(
+        listen = %listeners.proxy.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        tracing = config.tracing.enabled,
+        "llmtap ready"
+    );
+
+    // Shutdown order:
+    // 1. stop accepting (inside `serve`, when the signal arrives);
+    // 2. drain in-flight exchanges, up to `shutdown.drain_timeout_ms`; what
+    //    is still open then is dropped, and its spans end `cancelled`;
+    // 3. close the span queue: nothing more can be recorded;
+    // 4. the batcher writes what is queued (up to `flush_timeout_ms` while
+    //    the store fails) and exits;
+    // 5. close the store and the admin listener; return.
+    listener::serve(
+        listeners.proxy,
+        move |req| {
+            let proxy = Arc::clone(&proxy);
+            async move { proxy.handle(req).await }
+        },
+        stopped(stop_rx),
+        Duration::from_millis(config.shutdown.drain_timeout_ms),
+    )
+    .await;
+    if let Some((store, sink, batcher, _)) = recorder {
+        sink.close();
+        let _ = batcher.await;
+        let stats = sink.stats();
+        tracing::info!(
+            written = stats.written.load(std::sync::atomic::Ordering::Relaxed),
+            dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            "Span writer drained"
+        );
+        store.close().await;
+    }
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The `llmtap` binary: flags, logging, signals; everything else is the
+//! library's `run`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// A transparent tracing proxy for LLM APIs.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Config file (default: config/llmtap.toml when present).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Proxy listen address (overrides config and LLMTAP_LISTEN).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin listen address (overrides config and LLMTAP_ADMIN_LISTEN).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Span store, e.g. sqlite://data/llmtap.db (overrides config and env).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Run as a plain proxy: record nothing.
+    #[arg(long)]
+    no_tracing: bool,
+    /// Debug logs (same as TRACE_DEBUG=true).
+    #[arg(long)]
+    debug: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut config = llmtap::config::Config::load(args.config.as_deref(), &env)
+        .context("configuration")?;
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.admin_listen {
+        config.admin_listen = v;
+    }
+    if let Some(v) = args.database_url {
+        config.database_url = v;
+    }
+    if args.no_tracing {
+        config.tracing.enabled = false;
+    }
+    if args.debug {
+        config.tracing.debug = true;
+    }
+    config.validate().context("configuration")?;
+
+    let default_level = if config.tracing.debug { "llmtap=debug,info" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let proxy = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let admin = tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("binding admin {}", config.admin_listen))?;
+        tracing::info!(admin = %config.admin_listen, store = %config.database_url, "Starting");
+        llmtap::run(
+            llmtap::Listeners {
+                proxy,
+                admin: Some(admin),
+            },
+            shutdown_signal(),
+            config,
+        )
+        .await
+        .context("llmtap stopped with an error")
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("Shutdown signal received; draining");
+}

@@ -1,0 +1,549 @@
+//! Observers: what the tees do with their copies, and the in-flight
+//! exchange that turns them into one finished span.
+//!
+//! `RequestObserver` buffers (bounded) the decoded request body and, at its
+//! end, records what the request says. `ResponseObserver` owns the
+//! `Exchange`; it decodes the response copy, parses JSON or SSE as the format
+//! requires, marks time to first token, and at end of stream finishes the
+//! span. `Exchange` is the only place a span is finished and queued: exactly
+//! once, with `cancelled` from `Drop` if nothing else finished it. Nothing
+//! here can fail the client's stream, and nothing here awaits.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use crate::decode::Decoder;
+use crate::error::ProxyError;
+use crate::providers::{self, openai, Endpoint, RequestFacts, ResponseFacts};
+use crate::span::{self, Span, SpanStatus};
+use crate::sink::SpanSink;
+use crate::sse::SseParser;
+use crate::tee::{End, Observer};
+use crate::tokens::{self, Encoding};
+
+/// Recording settings shared by every exchange.
+pub struct Recording {
+    pub sink: SpanSink,
+    pub capture_bodies: bool,
+    pub max_capture_bytes: usize,
+    pub max_parse_bytes: usize,
+    pub api_key_salt: String,
+}
+
+/// Largest single SSE event the parser keeps (bigger ones are skipped).
+const MAX_SSE_EVENT_BYTES: usize = 1 << 20;
+/// Decoded bytes past which the observer stops decompressing (bomb cap).
+const MAX_DECODED_BYTES: usize = 256 << 20;
+
+impl Recording {
+    /// Short salted hash of the request's API key, if it carries one
+    /// (`Authorization`, `x-api-key` or `api-key`). 16 hex digits.
+    pub fn api_key_hash(&self, headers: &HeaderMap) -> Option<String> {
+        let key = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+            .filter(|k| !k.is_empty())?;
+        let mut h = Sha256::new();
+        h.update(self.api_key_salt.as_bytes());
+        h.update([0u8]);
+        h.update(key.as_bytes());
+        Some(span::hex(&h.finalize()[..8]))
+    }
+}
+
+// === impl RequestSide ===
+
+/// What the request observer learned, shared with the exchange.
+#[derive(Default)]
+pub struct RequestSide {
+    facts: Option<RequestFacts>,
+    /// The (decoded) body, kept only for token estimation.
+    body: Option<Bytes>,
+    captured: Option<String>,
+    end: Option<End>,
+}
+
+/// Tees the client's request body.
+pub struct RequestObserver {
+    side: Arc<Mutex<RequestSide>>,
+    endpoint: Endpoint,
+    decoder: Decoder,
+    buf: Vec<u8>,
+    limit: usize,
+    seen: usize,
+    capture: Option<usize>,
+    max_parse: usize,
+}
+
+impl RequestObserver {
+    fn new(side: Arc<Mutex<RequestSide>>, endpoint: Endpoint, rec: &Recording, encoding: Option<&str>) -> Self {
+        let capture = rec.capture_bodies.then_some(rec.max_capture_bytes);
+        let parse = if endpoint == Endpoint::Other { 0 } else { rec.max_parse_bytes };
+        RequestObserver {
+            side,
+            endpoint,
+            decoder: Decoder::new(encoding, MAX_DECODED_BYTES),
+            buf: Vec::new(),
+            limit: parse.max(capture.unwrap_or(0)),
+            seen: 0,
+            capture,
+            max_parse: parse,
+        }
+    }
+}
+
+impl Observer for RequestObserver {
+    fn on_data(&mut self, data: &Bytes) {
+        if self.limit == 0 {
+            return;
+        }
+        let (buf, limit, seen) = (&mut self.buf, self.limit, &mut self.seen);
+        self.decoder.feed(data, &mut |piece| {
+            *seen += piece.len();
+            let room = limit.saturating_sub(buf.len());
+            buf.extend_from_slice(&piece[..piece.len().min(room)]);
+        });
+    }
+
+    fn on_end(self, end: End) {
+        let complete = end == End::Complete && self.decoder.error().is_none();
+        let parsable = complete && self.seen <= self.max_parse;
+        let facts = match self.endpoint {
+            Endpoint::OpenAiChat if parsable => openai::parse_chat_request(&self.buf),
+            _ => None,
+        };
+        let captured = self.capture.map(|max| capture_text(&self.buf, self.seen, max));
+        let body = (parsable && facts.is_some()).then(|| Bytes::from(self.buf));
+        let mut side = self.side.lock().unwrap_or_else(|p| p.into_inner());
+        side.facts = facts;
+        side.body = body;
+        side.captured = captured;
+        side.end = Some(end);
+    }
+}
+
+/// The first `max` bytes as text, marked when cut.
+fn capture_text(buf: &[u8], total: usize, max: usize) -> String {
+    let cut = buf.len().min(max);
+    let mut s = String::from_utf8_lossy(&buf[..cut]).into_owned();
+    if total > cut {
+        s.push_str(&format!("…[truncated {} bytes]", total - cut));
+    }
+    s
+}
+
+// === impl Exchange ===
+
+/// One request/response in flight, and the span it becomes.
+pub struct Exchange {
+    rec: Arc<Recording>,
+    span: Span,
+    started: Instant,
+    endpoint: Endpoint,
+    request: Arc<Mutex<RequestSide>>,
+    done: bool,
+}
+
+/// How an exchange ended, as seen by whoever finishes it.
+struct Outcome {
+    http_status: Option<u16>,
+    end: End,
+    /// llmtap's own error (no response from upstream).
+    proxy_error: Option<(String, String)>,
+    response: Option<ResponseFacts>,
+    ttft: Option<Duration>,
+    response_body: Option<String>,
+    stream_incomplete: bool,
+}
+
+impl Exchange {
+    /// Starts an exchange and its request observer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        rec: Arc<Recording>,
+        started: Instant,
+        start_us: i64,
+        endpoint: Endpoint,
+        provider: &str,
+        route: &str,
+        method: &http::Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> (Exchange, RequestObserver) {
+        let mut span = Span::start(start_us);
+        span.operation_type = endpoint.operation_type().to_string();
+        span.provider = provider.to_string();
+        span.route = route.to_string();
+        span.method = method.as_str().to_string();
+        span.path = path.to_string();
+        span.api_key_hash = rec.api_key_hash(headers);
+        let side = Arc::new(Mutex::new(RequestSide::default()));
+        let encoding = headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        let observer = RequestObserver::new(Arc::clone(&side), endpoint, &rec, encoding);
+        let exchange = Exchange {
+            rec,
+            span,
+            started,
+            endpoint,
+            request: side,
+            done: false,
+        };
+        (exchange, observer)
+    }
+
+    /// Ends the exchange with llmtap's own error response.
+    pub fn fail(mut self, error: &ProxyError) {
+        // If the client went away while uploading, that is why the upstream
+        // call failed: the exchange was cancelled, not failed.
+        let client_gone = {
+            let side = self.request.lock().unwrap_or_else(|p| p.into_inner());
+            matches!(side.end, Some(End::Cancelled) | Some(End::Error(_)))
+        };
+        let outcome = if client_gone {
+            Outcome::simple(None, End::Cancelled)
+        } else {
+            let mut o = Outcome::simple(Some(error.status().as_u16()), End::Complete);
+            o.proxy_error = Some((error.code().to_string(), error.to_string()));
+            o
+        };
+        self.finish(outcome);
+    }
+
+    /// Builds the response observer that will finish this exchange.
+    pub fn into_response_observer(self, status: u16, headers: &HeaderMap) -> ResponseObserver {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let is_sse = content_type
+            .split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"));
+        let ok = (200..300).contains(&status);
+        let (model, count_text) = {
+            let side = self.request.lock().unwrap_or_else(|p| p.into_inner());
+            let f = side.facts.as_ref();
+            (
+                f.and_then(|f| f.model.clone()),
+                !f.is_some_and(|f| f.include_usage),
+            )
+        };
+        let enc = tokens::encoding_for(model.as_deref());
+        let mode = match self.endpoint {
+            Endpoint::OpenAiChat if ok && is_sse => Mode::Sse {
+                parser: SseParser::new(MAX_SSE_EVENT_BYTES),
+                stream: Box::new(openai::ChatStream::new(enc, count_text)),
+            },
+            _ if !ok || self.endpoint != Endpoint::Other => Mode::Json {
+                buf: Vec::new(),
+                seen: 0,
+            },
+            _ => Mode::Skip,
+        };
+        let encoding = headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        ResponseObserver {
+            max_parse: self.rec.max_parse_bytes,
+            capture: self
+                .rec
+                .capture_bodies
+                .then(|| Capture::new(self.rec.max_capture_bytes)),
+            decoder: Decoder::new(encoding, MAX_DECODED_BYTES),
+            exchange: self,
+            status,
+            mode,
+            enc,
+            ttft: None,
+        }
+    }
+
+    fn finish(&mut self, o: Outcome) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let elapsed = self.started.elapsed();
+        let s = &mut self.span;
+        s.end_time_us = s.start_time_us + elapsed.as_micros() as i64;
+        s.duration_ms = elapsed.as_secs_f64() * 1000.0;
+        s.ttft_ms = o.ttft.map(|d| d.as_secs_f64() * 1000.0);
+        s.http_status = o.http_status;
+
+        let mut side = self.request.lock().unwrap_or_else(|p| p.into_inner());
+        let side = std::mem::take(&mut *side);
+        if let Some(f) = &side.facts {
+            s.model = f.model.clone();
+            s.stream = f.stream;
+            if s.user_id.is_none() {
+                s.user_id = f.user.clone();
+            }
+        }
+        s.request_body = side.captured;
+        s.response_body = o.response_body;
+        s.name = match (self.endpoint.operation_name(), &s.model) {
+            (Some(op), Some(model)) => format!("{op} {model}"),
+            (Some(op), None) => op.to_string(),
+            (None, _) => format!("{} {}", s.method, s.path),
+        };
+
+        // Status and error.
+        let http_error = o.http_status.filter(|&c| c >= 400);
+        let api_error = o.response.as_ref().and_then(|r| r.error.clone());
+        match (&o.end, &o.proxy_error) {
+            (End::Cancelled, _) => {
+                s.status = SpanStatus::Cancelled;
+                s.error_type = Some("client_disconnected".into());
+                s.error_message =
+                    Some("client closed the connection before the response ended".into());
+            }
+            (End::Error(msg), _) => {
+                s.status = SpanStatus::Failed;
+                s.error_type = Some("upstream_stream_error".into());
+                s.error_message = Some(format!("upstream stream ended abnormally: {msg}"));
+            }
+            (End::Complete, Some((code, message))) => {
+                s.status = SpanStatus::Failed;
+                s.error_type = Some(code.clone());
+                s.error_message = Some(message.clone());
+            }
+            (End::Complete, None) => {
+                if let Some(code) = http_error {
+                    s.status = SpanStatus::Failed;
+                    s.error_type = Some(
+                        api_error
+                            .as_ref()
+                            .and_then(|e| e.kind.clone())
+                            .unwrap_or_else(|| code.to_string()),
+                    );
+                    s.error_message = Some(
+                        api_error
+                            .as_ref()
+                            .map(|e| e.message.clone())
+                            .filter(|m| !m.is_empty())
+                            .unwrap_or_else(|| format!("upstream answered HTTP {code}")),
+                    );
+                } else if let Some(e) = api_error {
+                    s.status = SpanStatus::Failed;
+                    s.error_type = Some(e.kind.unwrap_or_else(|| "api_error".into()));
+                    s.error_message = Some(e.message);
+                } else if o.stream_incomplete {
+                    s.status = SpanStatus::Failed;
+                    s.error_type = Some("stream_incomplete".into());
+                    s.error_message =
+                        Some("stream ended without a finish reason or [DONE]".into());
+                } else {
+                    s.status = SpanStatus::Completed;
+                }
+            }
+        }
+
+        // Response fields and tokens (none are billed for HTTP errors).
+        if let Some(r) = o.response {
+            s.response_id = r.response_id;
+            s.response_model = r.response_model;
+            s.finish_reason = r.finish_reason;
+            if http_error.is_none() {
+                let u = r.usage;
+                s.input_tokens = u.input;
+                s.output_tokens = u.output;
+                s.cached_input_tokens = u.cached_input;
+                s.cache_write_tokens = u.cache_write;
+                s.reasoning_tokens = u.reasoning;
+                if s.output_tokens.is_none() {
+                    if let Some(n) = r.estimated_output {
+                        s.output_tokens = Some(n);
+                        s.tokens_estimated = true;
+                    }
+                }
+                if s.input_tokens.is_none() && self.endpoint == Endpoint::OpenAiChat {
+                    let enc = tokens::encoding_for(s.model.as_deref());
+                    if let Some(n) = side.body.as_deref().and_then(|b| openai::estimate_chat_input(b, enc)) {
+                        s.input_tokens = Some(n);
+                        s.tokens_estimated = true;
+                    }
+                }
+            }
+        }
+        let span = std::mem::replace(s, Span::start(0));
+        self.rec.sink.send(span);
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Outcome::simple(None, End::Cancelled));
+        }
+    }
+}
+
+impl Outcome {
+    fn simple(http_status: Option<u16>, end: End) -> Outcome {
+        Outcome {
+            http_status,
+            end,
+            proxy_error: None,
+            response: None,
+            ttft: None,
+            response_body: None,
+            stream_incomplete: false,
+        }
+    }
+}
+
+// === impl ResponseObserver ===
+
+enum Mode {
+    /// A streamed chat completion.
+    Sse {
+        parser: SseParser,
+        stream: Box<openai::ChatStream>,
+    },
+    /// A JSON body (or an error body) parsed whole at the end, if it fits.
+    Json { buf: Vec<u8>, seen: usize },
+    /// Timing and status only.
+    Skip,
+}
+
+struct Capture {
+    buf: Vec<u8>,
+    seen: usize,
+    max: usize,
+}
+
+impl Capture {
+    fn new(max: usize) -> Capture {
+        Capture {
+            buf: Vec::new(),
+            seen: 0,
+            max,
+        }
+    }
+}
+
+/// Tees the upstream's response body; finishes the exchange at its end.
+pub struct ResponseObserver {
+    exchange: Exchange,
+    status: u16,
+    decoder: Decoder,
+    mode: Mode,
+    capture: Option<Capture>,
+    max_parse: usize,
+    enc: Encoding,
+    ttft: Option<Duration>,
+}
+
+impl Observer for ResponseObserver {
+    fn on_data(&mut self, data: &Bytes) {
+        let started = self.exchange.started;
+        let (mode, capture, ttft, max_parse) =
+            (&mut self.mode, &mut self.capture, &mut self.ttft, self.max_parse);
+        if matches!(mode, Mode::Skip) && capture.is_none() {
+            return;
+        }
+        self.decoder.feed(data, &mut |piece| {
+            if let Some(c) = capture.as_mut() {
+                c.seen += piece.len();
+                let room = c.max.saturating_sub(c.buf.len());
+                c.buf.extend_from_slice(&piece[..piece.len().min(room)]);
+            }
+            match mode {
+                Mode::Sse { parser, stream } => parser.feed(piece, &mut |event| {
+                    if stream.on_event(event.data) && ttft.is_none() {
+                        *ttft = Some(started.elapsed());
+                    }
+                }),
+                Mode::Json { buf, seen } => {
+                    *seen += piece.len();
+                    let room = max_parse.saturating_sub(buf.len());
+                    buf.extend_from_slice(&piece[..piece.len().min(room)]);
+                }
+                Mode::Skip => {}
+            }
+        });
+    }
+
+    fn on_end(mut self, end: End) {
+        let ok = (200..300).contains(&self.status);
+        let mut stream_incomplete = false;
+        let response = match std::mem::replace(&mut self.mode, Mode::Skip) {
+            Mode::Sse { stream, .. } => {
+                let done = stream.done;
+                let facts = stream.finish();
+                stream_incomplete =
+                    end == End::Complete && !done && facts.finish_reason.is_none() && self.decoder.error().is_none();
+                Some(facts)
+            }
+            Mode::Json { buf, seen } if seen <= self.max_parse && end == End::Complete => {
+                if ok && self.exchange.endpoint == Endpoint::OpenAiChat {
+                    openai::parse_chat_response(&buf, self.enc)
+                } else if !ok {
+                    providers::parse_error_body(&buf).map(|error| ResponseFacts {
+                        error: Some(error),
+                        ..ResponseFacts::default()
+                    })
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let response_body = self
+            .capture
+            .take()
+            .map(|c| capture_text(&c.buf, c.seen, c.max));
+        let outcome = Outcome {
+            http_status: Some(self.status),
+            end,
+            proxy_error: None,
+            response,
+            ttft: self.ttft,
+            response_body,
+            stream_incomplete,
+        };
+        self.exchange.finish(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_hash_is_short_salted_and_stable() {
+        let rec = Recording {
+            sink: SpanSink::new(10, 1 << 20),
+            capture_bodies: true,
+            max_capture_bytes: 10,
+            max_parse_bytes: 100,
+            api_key_salt: "salt".into(),
+        };
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer sk-secret".parse().unwrap());
+        let a = rec.api_key_hash(&h).unwrap();
+        assert_eq!(a.len(), 16);
+        assert!(!a.contains("secret"));
+        let mut h2 = HeaderMap::new();
+        h2.insert("x-api-key", "sk-secret".parse().unwrap());
+        assert_eq!(rec.api_key_hash(&h2).unwrap(), a);
+        let other = Recording { api_key_salt: "pepper".into(), ..rec };
+        assert_ne!(other.api_key_hash(&h).unwrap(), a);
+        assert!(other.api_key_hash(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn capture_marks_truncation() {
+        assert_eq!(capture_text(b"hello", 5, 10), "hello");
+        assert_eq!(capture_text(b"hello", 9, 3), "hel…[truncated 6 bytes]");
+    }
+}

@@ -1,0 +1,295 @@
+//! Sink: the bounded span queue and the background batcher that drains it
+//! into the store.
+//!
+//! The request path only calls [`SpanSink::send`]: a short, uncontended
+//! mutex push that never awaits. Memory is bounded by a byte budget; past it
+//! the oldest queued spans are dropped and counted. The batcher is one loop:
+//! wake on size (`batch_size` queued) or time (`batch_interval`), take
+//! everything queued, write it in one transaction of multi-row inserts, and
+//! on a store error put the spans back (oldest first, still under the
+//! budget) and retry with backoff. At shutdown it drains until the queue is
+//! closed and empty.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::span::Span;
+use crate::store::Store;
+
+/// Counters, readable at any time (metrics, health, tests).
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub enqueued: AtomicU64,
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+#[derive(Default)]
+struct Inner {
+    spans: VecDeque<(Span, usize)>,
+    bytes: usize,
+}
+
+struct Queue {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    closed: AtomicBool,
+    batch_size: usize,
+    max_bytes: usize,
+    stats: SinkStats,
+    last_drop_warning: Mutex<Option<Instant>>,
+}
+
+/// The handle the request path holds. Cloning is cheap.
+#[derive(Clone)]
+pub struct SpanSink {
+    queue: Arc<Queue>,
+}
+
+impl SpanSink {
+    pub fn new(batch_size: usize, max_bytes: usize) -> SpanSink {
+        SpanSink {
+            queue: Arc::new(Queue {
+                inner: Mutex::new(Inner::default()),
+                notify: Notify::new(),
+                closed: AtomicBool::new(false),
+                batch_size,
+                max_bytes,
+                stats: SinkStats::default(),
+                last_drop_warning: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave `Inner` inconsistent
+        // (every update is a push/pop plus a counter), so poisoning is ignored.
+        self.queue.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a finished span. Never waits on the store.
+    pub fn send(&self, span: Span) {
+        let size = span.approx_bytes();
+        let q = &self.queue;
+        q.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        let (len, dropped) = {
+            let mut inner = self.lock();
+            inner.spans.push_back((span, size));
+            inner.bytes += size;
+            let dropped = evict_over_budget(&mut inner, q.max_bytes);
+            (inner.spans.len(), dropped)
+        };
+        if dropped > 0 {
+            q.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.warn_dropped();
+        }
+        if len >= q.batch_size {
+            q.notify.notify_one();
+        }
+    }
+
+    fn warn_dropped(&self) {
+        let mut last = self
+            .queue
+            .last_drop_warning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                dropped_total = self.queue.stats.dropped.load(Ordering::Relaxed),
+                budget_bytes = self.queue.max_bytes,
+                "Span queue over its memory budget; dropping the oldest spans"
+            );
+        }
+    }
+
+    /// Spans and bytes waiting.
+    pub fn depth(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.spans.len(), inner.bytes)
+    }
+
+    pub fn stats(&self) -> &SinkStats {
+        &self.queue.stats
+    }
+
+    /// No more spans are expected: the batcher drains and exits.
+    pub fn close(&self) {
+        self.queue.closed.store(true, Ordering::SeqCst);
+        self.queue.notify.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.queue.closed.load(Ordering::SeqCst)
+    }
+
+    fn take(&self, max: usize) -> Vec<Span> {
+        let mut inner = self.lock();
+        let n = inner.spans.len().min(max);
+        let mut freed = 0;
+        let out: Vec<Span> = inner
+            .spans
+            .drain(..n)
+            .map(|(span, size)| {
+                freed += size;
+                span
+            })
+            .collect();
+        inner.bytes -= freed;
+        out
+    }
+
+    /// Puts spans that failed to write back at the front, oldest first.
+    fn requeue(&self, spans: Vec<Span>) {
+        let dropped = {
+            let mut inner = self.lock();
+            for span in spans.into_iter().rev() {
+                let size = span.approx_bytes();
+                inner.bytes += size;
+                inner.spans.push_front((span, size));
+            }
+            evict_over_budget(&mut inner, self.queue.max_bytes)
+        };
+        if dropped > 0 {
+            self.queue.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.warn_dropped();
+        }
+    }
+}
+
+fn evict_over_budget(inner: &mut Inner, max_bytes: usize) -> u64 {
+    let mut dropped = 0;
+    while inner.bytes > max_bytes {
+        match inner.spans.pop_front() {
+            Some((_, size)) => {
+                inner.bytes -= size;
+                dropped += 1;
+            }
+            None => break,
+        }
+    }
+    dropped
+}
+
+/// Most spans written in one transaction.
+const MAX_SPANS_PER_TRANSACTION: usize = 5_000;
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Runs the batcher until the sink is closed and empty, or until `deadline`
+/// (set once the sink closes) passes while the store keeps failing.
+pub async fn run_batcher(
+    sink: SpanSink,
+    store: Store,
+    interval: Duration,
+    max_rows_per_statement: usize,
+    exit_deadline: Duration,
+) {
+    let mut backoff = BACKOFF_START;
+    let mut closed_at: Option<Instant> = None;
+    loop {
+        let closed = sink.is_closed();
+        if closed && closed_at.is_none() {
+            closed_at = Some(Instant::now());
+        }
+        let (len, _) = sink.depth();
+        if len == 0 {
+            if closed {
+                return;
+            }
+            tokio::select! {
+                _ = sink.queue.notify.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+            continue;
+        }
+        if len < sink.queue.batch_size && !closed {
+            // Not a full batch yet: wait for more or for the interval.
+            tokio::select! {
+                _ = sink.queue.notify.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+        let batch = sink.take(MAX_SPANS_PER_TRANSACTION);
+        if batch.is_empty() {
+            continue;
+        }
+        match store.write_spans(&batch, max_rows_per_statement).await {
+            Ok(()) => {
+                backoff = BACKOFF_START;
+                let stats = sink.stats();
+                stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(spans = batch.len(), "Wrote span batch");
+            }
+            Err(error) => {
+                sink.stats().store_errors.fetch_add(1, Ordering::Relaxed);
+                let n = batch.len();
+                if closed_at.is_some_and(|t| t.elapsed() >= exit_deadline) {
+                    let (left, _) = sink.depth();
+                    let lost = (n + left) as u64;
+                    sink.stats().dropped.fetch_add(lost, Ordering::Relaxed);
+                    tracing::error!(%error, lost, "Store still failing at shutdown deadline; spans lost");
+                    return;
+                }
+                tracing::warn!(%error, spans = n, retry_in_ms = backoff.as_millis() as u64, "Span batch write failed; will retry");
+                sink.requeue(batch);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(body: usize) -> Span {
+        let mut s = Span::start(0);
+        s.request_body = Some("x".repeat(body));
+        s
+    }
+
+    #[test]
+    fn budget_drops_oldest_and_counts() {
+        let one = span(1000).approx_bytes();
+        let sink = SpanSink::new(10, one * 3);
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let s = span(1000);
+            ids.push(s.span_id.clone());
+            sink.send(s);
+        }
+        assert_eq!(sink.depth(), (3, one * 3));
+        assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 2);
+        let kept: Vec<String> = sink.take(10).into_iter().map(|s| s.span_id).collect();
+        assert_eq!(kept, ids[2..].to_vec());
+        assert_eq!(sink.depth(), (0, 0));
+    }
+
+    #[test]
+    fn requeue_keeps_order_and_budget() {
+        let one = span(10).approx_bytes();
+        let sink = SpanSink::new(10, one * 4);
+        let a: Vec<Span> = (0..3).map(|_| span(10)).collect();
+        let ids: Vec<String> = a.iter().map(|s| s.span_id.clone()).collect();
+        for s in a {
+            sink.send(s);
+        }
+        let taken = sink.take(2);
+        let newer = span(10);
+        let newer_id = newer.span_id.clone();
+        sink.send(newer);
+        sink.requeue(taken);
+        let order: Vec<String> = sink.take(10).into_iter().map(|s| s.span_id).collect();
+        assert_eq!(order, vec![ids[0].clone(), ids[1].clone(), ids[2].clone(), newer_id]);
+    }
+}

@@ -1,0 +1,214 @@
+//! The span record: one row per finished exchange (or tool call).
+//!
+//! Owns the record's fields, the W3C-hex ids and the status vocabulary. A
+//! span is plain data: building, parsing and writing it happen elsewhere.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+
+/// How a span ended. (`running` exists only in memory, before the span is
+/// written.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl SpanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanStatus::Running => "running",
+            SpanStatus::Completed => "completed",
+            SpanStatus::Failed => "failed",
+            SpanStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One span, as stored. Times are microseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    /// OpenTelemetry style: `"{operation} {model}"`, e.g. `chat gpt-4o`.
+    pub name: String,
+    /// `llm_call`, `embedding`, `tool_call`, `http`, ...
+    pub operation_type: String,
+    pub provider: String,
+    /// The route prefix that matched.
+    pub route: String,
+    pub method: String,
+    /// The path as the client sent it (no query: queries can carry keys).
+    pub path: String,
+    pub model: Option<String>,
+    pub response_model: Option<String>,
+    pub stream: bool,
+    pub http_status: Option<u16>,
+    pub status: SpanStatus,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub start_time_us: i64,
+    pub end_time_us: i64,
+    pub duration_ms: f64,
+    /// Request arrival to the first content-bearing chunk of a stream.
+    pub ttft_ms: Option<f64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cached_input_tokens: Option<i64>,
+    pub cache_write_tokens: Option<i64>,
+    pub reasoning_tokens: Option<i64>,
+    /// True when any token count was estimated rather than reported.
+    pub tokens_estimated: bool,
+    /// NULL when the model has no known price (never 0 for unknown).
+    pub cost_usd: Option<f64>,
+    pub finish_reason: Option<String>,
+    /// The provider's response id: the message id.
+    pub response_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Short salted hash of the API key; never the key.
+    pub api_key_hash: Option<String>,
+    /// JSON object text of custom properties.
+    pub properties: Option<String>,
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+}
+
+impl Span {
+    /// A span with fresh ids, status `running`, starting now.
+    pub fn start(now_us: i64) -> Span {
+        Span {
+            trace_id: new_trace_id(),
+            span_id: new_span_id(),
+            parent_span_id: None,
+            name: String::new(),
+            operation_type: String::new(),
+            provider: String::new(),
+            route: String::new(),
+            method: String::new(),
+            path: String::new(),
+            model: None,
+            response_model: None,
+            stream: false,
+            http_status: None,
+            status: SpanStatus::Running,
+            error_type: None,
+            error_message: None,
+            start_time_us: now_us,
+            end_time_us: now_us,
+            duration_ms: 0.0,
+            ttft_ms: None,
+            input_tokens: None,
+            output_tokens: None,
+            cached_input_tokens: None,
+            cache_write_tokens: None,
+            reasoning_tokens: None,
+            tokens_estimated: false,
+            cost_usd: None,
+            finish_reason: None,
+            response_id: None,
+            conversation_id: None,
+            session_id: None,
+            user_id: None,
+            api_key_hash: None,
+            properties: None,
+            request_body: None,
+            response_body: None,
+        }
+    }
+
+    /// Approximate heap + inline size, for the queue's byte budget.
+    pub fn approx_bytes(&self) -> usize {
+        fn o(s: &Option<String>) -> usize {
+            s.as_ref().map_or(0, String::len)
+        }
+        std::mem::size_of::<Span>()
+            + self.trace_id.len()
+            + self.span_id.len()
+            + o(&self.parent_span_id)
+            + self.name.len()
+            + self.operation_type.len()
+            + self.provider.len()
+            + self.route.len()
+            + self.method.len()
+            + self.path.len()
+            + o(&self.model)
+            + o(&self.response_model)
+            + o(&self.error_type)
+            + o(&self.error_message)
+            + o(&self.finish_reason)
+            + o(&self.response_id)
+            + o(&self.conversation_id)
+            + o(&self.session_id)
+            + o(&self.user_id)
+            + o(&self.api_key_hash)
+            + o(&self.properties)
+            + o(&self.request_body)
+            + o(&self.response_body)
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// 32 lowercase hex digits, never all zero (W3C trace-id).
+pub fn new_trace_id() -> String {
+    let mut v: u128 = rand::rng().random();
+    if v == 0 {
+        v = 1;
+    }
+    hex(&v.to_be_bytes())
+}
+
+/// 16 lowercase hex digits, never all zero (W3C parent-id).
+pub fn new_span_id() -> String {
+    let mut v: u64 = rand::rng().random();
+    if v == 0 {
+        v = 1;
+    }
+    hex(&v.to_be_bytes())
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_w3c_hex() {
+        let t = new_trace_id();
+        let s = new_span_id();
+        assert_eq!(t.len(), 32);
+        assert_eq!(s.len(), 16);
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(t, new_trace_id());
+    }
+
+    #[test]
+    fn approx_bytes_grows_with_bodies() {
+        let mut s = Span::start(0);
+        let base = s.approx_bytes();
+        s.request_body = Some("x".repeat(1000));
+        assert_eq!(s.approx_bytes(), base + 1000);
+    }
+}

@@ -1,0 +1,185 @@
+//! SQLite backend: one file, WAL journal, migrations at open.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::{StoreError, MIGRATIONS, SPAN_COLUMNS};
+use crate::span::Span;
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        for &(version, sql) in MIGRATIONS {
+            // BEGIN IMMEDIATE takes the write lock first, so two processes
+            // starting on one file apply each migration once.
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if applied.is_none() {
+                let result = async {
+                    sqlx::raw_sql(sql).execute(&mut *conn).await?;
+                    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                        .bind(version)
+                        .bind(crate::span::now_us())
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok::<(), sqlx::Error>(())
+                }
+                .await;
+                if let Err(source) = result {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    return Err(StoreError::Migration { version, source });
+                }
+            }
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn write_spans(&self, spans: &[Span], max_rows: usize) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in spans.chunks(max_rows.max(1)) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("INSERT INTO spans ({}) ", SPAN_COLUMNS.join(", ")));
+            qb.push_values(chunk, |mut b, s| {
+                b.push_bind(s.trace_id.as_str())
+                    .push_bind(s.span_id.as_str())
+                    .push_bind(s.parent_span_id.as_deref())
+                    .push_bind(s.name.as_str())
+                    .push_bind(s.operation_type.as_str())
+                    .push_bind(s.provider.as_str())
+                    .push_bind(s.route.as_str())
+                    .push_bind(s.method.as_str())
+                    .push_bind(s.path.as_str())
+                    .push_bind(s.model.as_deref())
+                    .push_bind(s.response_model.as_deref())
+                    .push_bind(s.stream)
+                    .push_bind(s.http_status.map(i64::from))
+                    .push_bind(s.status.as_str())
+                    .push_bind(s.error_type.as_deref())
+                    .push_bind(s.error_message.as_deref())
+                    .push_bind(s.start_time_us)
+                    .push_bind(s.end_time_us)
+                    .push_bind(s.duration_ms)
+                    .push_bind(s.ttft_ms)
+                    .push_bind(s.input_tokens)
+                    .push_bind(s.output_tokens)
+                    .push_bind(s.cached_input_tokens)
+                    .push_bind(s.cache_write_tokens)
+                    .push_bind(s.reasoning_tokens)
+                    .push_bind(s.tokens_estimated)
+                    .push_bind(s.cost_usd)
+                    .push_bind(s.finish_reason.as_deref())
+                    .push_bind(s.response_id.as_deref())
+                    .push_bind(s.conversation_id.as_deref())
+                    .push_bind(s.session_id.as_deref())
+                    .push_bind(s.user_id.as_deref())
+                    .push_bind(s.api_key_hash.as_deref())
+                    .push_bind(s.properties.as_deref())
+                    .push_bind(s.request_body.as_deref())
+                    .push_bind(s.response_body.as_deref());
+            });
+            qb.push(" ON CONFLICT (span_id) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn salt(&self) -> Result<String, StoreError> {
+        let fresh = crate::span::new_trace_id();
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('api_key_salt', ?) ON CONFLICT (key) DO NOTHING")
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'api_key_salt'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<String, _>("value")?)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::SpanStatus;
+
+    #[tokio::test]
+    async fn writes_reads_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/t.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let mut spans = Vec::new();
+        for i in 0..450 {
+            let mut s = Span::start(i);
+            s.name = "chat m".into();
+            s.status = SpanStatus::Completed;
+            s.input_tokens = Some(i);
+            spans.push(s);
+        }
+        store.write_spans(&spans, 200).await.unwrap();
+        store.write_spans(&spans[..10], 200).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spans").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(n, 450);
+        let sum: i64 = sqlx::query_scalar("SELECT SUM(input_tokens) FROM spans").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(sum, (0..450).sum::<i64>());
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(mode, "wal");
+        let salt = store.salt().await.unwrap();
+        assert_eq!(salt.len(), 32);
+        store.close().await;
+        // Reopening migrates nothing twice and keeps the salt.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.salt().await.unwrap(), salt);
+    }
+}
