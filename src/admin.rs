@@ -46,7 +46,11 @@ impl Admin {
             "queue_spans": depth,
             "queue_bytes": bytes,
         });
-        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         json_response(status, Bytes::from(body.to_string()))
     }
 }

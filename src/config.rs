@@ -407,14 +407,20 @@ impl Config {
                 .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
         }
         if self.routes.is_empty() {
-            return Err(ConfigError::invalid("routes", "at least one route is needed"));
+            return Err(ConfigError::invalid(
+                "routes",
+                "at least one route is needed",
+            ));
         }
         for (i, route) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
             if !route.prefix.starts_with('/') || route.prefix.contains(['?', '#']) {
                 return Err(ConfigError::invalid(
                     key("prefix"),
-                    format!("{:?} must start with '/' and hold a path only", route.prefix),
+                    format!(
+                        "{:?} must start with '/' and hold a path only",
+                        route.prefix
+                    ),
                 ));
             }
             crate::router::UpstreamBase::parse(&route.upstream, route.allow_insecure)
@@ -464,11 +470,23 @@ mod tests {
         assert_eq!(config.admin_listen, d.admin_listen);
         assert_eq!(config.database_url, d.database_url);
         assert_eq!(config.tracing.batch_size, d.tracing.batch_size);
-        assert_eq!(config.tracing.batch_interval_ms, d.tracing.batch_interval_ms);
+        assert_eq!(
+            config.tracing.batch_interval_ms,
+            d.tracing.batch_interval_ms
+        );
         assert_eq!(config.tracing.queue_max_bytes, d.tracing.queue_max_bytes);
-        assert_eq!(config.tracing.max_capture_bytes, d.tracing.max_capture_bytes);
-        assert_eq!(config.upstream.first_byte_timeout_ms, d.upstream.first_byte_timeout_ms);
-        assert_eq!(config.shutdown.drain_timeout_ms, d.shutdown.drain_timeout_ms);
+        assert_eq!(
+            config.tracing.max_capture_bytes,
+            d.tracing.max_capture_bytes
+        );
+        assert_eq!(
+            config.upstream.first_byte_timeout_ms,
+            d.upstream.first_byte_timeout_ms
+        );
+        assert_eq!(
+            config.shutdown.drain_timeout_ms,
+            d.shutdown.drain_timeout_ms
+        );
         assert_eq!(config.routes.len(), 2);
         assert_eq!(config.routes[1].prefix, "/anthropic");
         assert!(config.routes[1].strip_prefix);
@@ -512,16 +530,31 @@ mod tests {
     fn validation_names_the_key() {
         let mut c = Config::default();
         c.tracing.batch_size = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("tracing.batch_size"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("tracing.batch_size"));
         let mut c = Config::default();
         c.routes[0].upstream = "ftp://x".into();
-        assert!(c.validate().unwrap_err().to_string().contains("routes[0].upstream"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("routes[0].upstream"));
         let mut c = Config::default();
         c.routes[0].upstream = "http://example.com".into();
         let err = c.validate().unwrap_err().to_string();
-        assert!(err.contains("routes[0].upstream") && err.contains("allow_insecure"), "{err}");
+        assert!(
+            err.contains("routes[0].upstream") && err.contains("allow_insecure"),
+            "{err}"
+        );
         let mut c = Config::default();
         c.routes[1].prefix = "/v1/".into();
-        assert!(c.validate().unwrap_err().to_string().contains("routes[1].prefix"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("routes[1].prefix"));
     }
 }

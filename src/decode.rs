@@ -44,7 +44,9 @@ impl Decoder {
             Some("gzip") | Some("x-gzip") => {
                 Inner::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Vec::new())))
             }
-            Some("deflate") => Inner::Deflate(Box::new(flate2::write::ZlibDecoder::new(Vec::new()))),
+            Some("deflate") => {
+                Inner::Deflate(Box::new(flate2::write::ZlibDecoder::new(Vec::new())))
+            }
             Some("br") => Inner::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(
                 Vec::new(),
                 4096,
@@ -123,7 +125,12 @@ fn write_and_drain<W: Write>(
 mod tests {
     use super::*;
 
-    fn run(enc: Option<&str>, encoded: &[u8], step: usize, cap: usize) -> (Vec<u8>, Option<DecodeError>) {
+    fn run(
+        enc: Option<&str>,
+        encoded: &[u8],
+        step: usize,
+        cap: usize,
+    ) -> (Vec<u8>, Option<DecodeError>) {
         let mut d = Decoder::new(enc, cap);
         let mut out = Vec::new();
         for c in encoded.chunks(step) {
@@ -133,7 +140,9 @@ mod tests {
     }
 
     fn sample() -> Vec<u8> {
-        (0..5000).flat_map(|i| format!("data: {{\"n\":{i}}}\n\n").into_bytes()).collect()
+        (0..5000)
+            .flat_map(|i| format!("data: {{\"n\":{i}}}\n\n").into_bytes())
+            .collect()
     }
 
     #[test]
@@ -150,7 +159,10 @@ mod tests {
         let plain = sample();
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(&plain).unwrap();
-        assert_eq!(run(Some("deflate"), &z.finish().unwrap(), 100, usize::MAX).0, plain);
+        assert_eq!(
+            run(Some("deflate"), &z.finish().unwrap(), 100, usize::MAX).0,
+            plain
+        );
         let zs = zstd::stream::encode_all(&plain[..], 3).unwrap();
         assert_eq!(run(Some("zstd"), &zs, 33, usize::MAX).0, plain);
     }

@@ -35,8 +35,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
-    let mut config = llmtap::config::Config::load(args.config.as_deref(), &env)
-        .context("configuration")?;
+    let mut config =
+        llmtap::config::Config::load(args.config.as_deref(), &env).context("configuration")?;
     if let Some(v) = args.listen {
         config.listen = v;
     }
@@ -54,7 +54,11 @@ fn main() -> anyhow::Result<()> {
     }
     config.validate().context("configuration")?;
 
-    let default_level = if config.tracing.debug { "llmtap=debug,info" } else { "info" };
+    let default_level = if config.tracing.debug {
+        "llmtap=debug,info"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

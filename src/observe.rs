@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 use crate::decode::Decoder;
 use crate::error::ProxyError;
 use crate::providers::{self, openai, Endpoint, RequestFacts, ResponseFacts};
-use crate::span::{self, Span, SpanStatus};
 use crate::sink::SpanSink;
+use crate::span::{self, Span, SpanStatus};
 use crate::sse::SseParser;
 use crate::tee::{End, Observer};
 use crate::tokens::{self, Encoding};
@@ -83,9 +83,18 @@ pub struct RequestObserver {
 }
 
 impl RequestObserver {
-    fn new(side: Arc<Mutex<RequestSide>>, endpoint: Endpoint, rec: &Recording, encoding: Option<&str>) -> Self {
+    fn new(
+        side: Arc<Mutex<RequestSide>>,
+        endpoint: Endpoint,
+        rec: &Recording,
+        encoding: Option<&str>,
+    ) -> Self {
         let capture = rec.capture_bodies.then_some(rec.max_capture_bytes);
-        let parse = if endpoint == Endpoint::Other { 0 } else { rec.max_parse_bytes };
+        let parse = if endpoint == Endpoint::Other {
+            0
+        } else {
+            rec.max_parse_bytes
+        };
         RequestObserver {
             side,
             endpoint,
@@ -119,7 +128,9 @@ impl Observer for RequestObserver {
             Endpoint::OpenAiChat if parsable => openai::parse_chat_request(&self.buf),
             _ => None,
         };
-        let captured = self.capture.map(|max| capture_text(&self.buf, self.seen, max));
+        let captured = self
+            .capture
+            .map(|max| capture_text(&self.buf, self.seen, max));
         let body = (parsable && facts.is_some()).then(|| Bytes::from(self.buf));
         let mut side = self.side.lock().unwrap_or_else(|p| p.into_inner());
         side.facts = facts;
@@ -202,11 +213,12 @@ impl Exchange {
 
     /// Ends the exchange with llmtap's own error response.
     pub fn fail(mut self, error: &ProxyError) {
-        // If the client went away while uploading, that is why the upstream
-        // call failed: the exchange was cancelled, not failed.
+        // If the client's upload broke, that is why the upstream call
+        // failed: the exchange was cancelled, not failed. (A body dropped
+        // unread because the connection failed is not the client's doing.)
         let client_gone = {
             let side = self.request.lock().unwrap_or_else(|p| p.into_inner());
-            matches!(side.end, Some(End::Cancelled) | Some(End::Error(_)))
+            matches!(side.end, Some(End::Error(_)))
         };
         let outcome = if client_gone {
             Outcome::simple(None, End::Cancelled)
@@ -339,8 +351,7 @@ impl Exchange {
                 } else if o.stream_incomplete {
                     s.status = SpanStatus::Failed;
                     s.error_type = Some("stream_incomplete".into());
-                    s.error_message =
-                        Some("stream ended without a finish reason or [DONE]".into());
+                    s.error_message = Some("stream ended without a finish reason or [DONE]".into());
                 } else {
                     s.status = SpanStatus::Completed;
                 }
@@ -367,7 +378,11 @@ impl Exchange {
                 }
                 if s.input_tokens.is_none() && self.endpoint == Endpoint::OpenAiChat {
                     let enc = tokens::encoding_for(s.model.as_deref());
-                    if let Some(n) = side.body.as_deref().and_then(|b| openai::estimate_chat_input(b, enc)) {
+                    if let Some(n) = side
+                        .body
+                        .as_deref()
+                        .and_then(|b| openai::estimate_chat_input(b, enc))
+                    {
                         s.input_tokens = Some(n);
                         s.tokens_estimated = true;
                     }
@@ -446,8 +461,12 @@ pub struct ResponseObserver {
 impl Observer for ResponseObserver {
     fn on_data(&mut self, data: &Bytes) {
         let started = self.exchange.started;
-        let (mode, capture, ttft, max_parse) =
-            (&mut self.mode, &mut self.capture, &mut self.ttft, self.max_parse);
+        let (mode, capture, ttft, max_parse) = (
+            &mut self.mode,
+            &mut self.capture,
+            &mut self.ttft,
+            self.max_parse,
+        );
         if matches!(mode, Mode::Skip) && capture.is_none() {
             return;
         }
@@ -480,8 +499,10 @@ impl Observer for ResponseObserver {
             Mode::Sse { stream, .. } => {
                 let done = stream.done;
                 let facts = stream.finish();
-                stream_incomplete =
-                    end == End::Complete && !done && facts.finish_reason.is_none() && self.decoder.error().is_none();
+                stream_incomplete = end == End::Complete
+                    && !done
+                    && facts.finish_reason.is_none()
+                    && self.decoder.error().is_none();
                 Some(facts)
             }
             Mode::Json { buf, seen } if seen <= self.max_parse && end == End::Complete => {
@@ -536,7 +557,10 @@ mod tests {
         let mut h2 = HeaderMap::new();
         h2.insert("x-api-key", "sk-secret".parse().unwrap());
         assert_eq!(rec.api_key_hash(&h2).unwrap(), a);
-        let other = Recording { api_key_salt: "pepper".into(), ..rec };
+        let other = Recording {
+            api_key_salt: "pepper".into(),
+            ..rec
+        };
         assert_ne!(other.api_key_hash(&h).unwrap(), a);
         assert!(other.api_key_hash(&HeaderMap::new()).is_none());
     }

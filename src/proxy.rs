@@ -49,7 +49,12 @@ impl Proxy {
             Err(_) => {
                 let e = ProxyError::NoRoute {
                     path: req.uri().path().to_string(),
-                    prefixes: self.router.prefixes().iter().map(|p| p.to_string()).collect(),
+                    prefixes: self
+                        .router
+                        .prefixes()
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect(),
                 };
                 return e.to_response().map(Either::Right);
             }
@@ -60,7 +65,8 @@ impl Proxy {
 
         let (exchange, body): (Option<Exchange>, UpstreamBody) = match &self.recording {
             Some(rec) => {
-                let endpoint = Endpoint::classify(route.format, &parts.method, &matched.upstream_path);
+                let endpoint =
+                    Endpoint::classify(route.format, &parts.method, &matched.upstream_path);
                 let (exchange, observer) = Exchange::start(
                     Arc::clone(rec),
                     started,

@@ -73,7 +73,9 @@ fn is_loopback_host(host: &str) -> bool {
     if bare.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    bare.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    bare.parse::<IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 /// A configured route, ready to match.
@@ -137,7 +139,7 @@ impl Router {
                 provider,
             }));
         }
-        built.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        built.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Router {
             routes: built.into(),
         })
@@ -165,7 +167,8 @@ impl Router {
         } else {
             path
         };
-        let mut upstream_path = String::with_capacity(route.upstream.base_path.len() + rest.len() + 1);
+        let mut upstream_path =
+            String::with_capacity(route.upstream.base_path.len() + rest.len() + 1);
         upstream_path.push_str(&route.upstream.base_path);
         if !rest.starts_with('/') {
             upstream_path.push('/');

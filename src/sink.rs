@@ -158,7 +158,10 @@ impl SpanSink {
             evict_over_budget(&mut inner, self.queue.max_bytes)
         };
         if dropped > 0 {
-            self.queue.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+            self.queue
+                .stats
+                .dropped
+                .fetch_add(dropped, Ordering::Relaxed);
             self.warn_dropped();
         }
     }
@@ -225,7 +228,9 @@ pub async fn run_batcher(
             Ok(()) => {
                 backoff = BACKOFF_START;
                 let stats = sink.stats();
-                stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(spans = batch.len(), "Wrote span batch");
             }
@@ -290,6 +295,9 @@ mod tests {
         sink.send(newer);
         sink.requeue(taken);
         let order: Vec<String> = sink.take(10).into_iter().map(|s| s.span_id).collect();
-        assert_eq!(order, vec![ids[0].clone(), ids[1].clone(), ids[2].clone(), newer_id]);
+        assert_eq!(
+            order,
+            vec![ids[0].clone(), ids[1].clone(), ids[2].clone(), newer_id]
+        );
     }
 }

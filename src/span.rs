@@ -200,7 +200,9 @@ mod tests {
         let s = new_span_id();
         assert_eq!(t.len(), 32);
         assert_eq!(s.len(), 16);
-        assert!(t.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(t, new_trace_id());
     }
 

@@ -177,7 +177,10 @@ mod tests {
         let mut out = Vec::new();
         for c in chunks {
             p.feed(c, &mut |e| {
-                out.push((e.event.to_string(), String::from_utf8_lossy(e.data).into_owned()))
+                out.push((
+                    e.event.to_string(),
+                    String::from_utf8_lossy(e.data).into_owned(),
+                ))
             });
         }
         out
@@ -186,7 +189,10 @@ mod tests {
     #[test]
     fn basic_and_multiline() {
         let ev = parse_chunks(&[b"data: a\ndata: b\n\nevent: x\ndata:c\n\n"]);
-        assert_eq!(ev, vec![("".into(), "a\nb".into()), ("x".into(), "c".into())]);
+        assert_eq!(
+            ev,
+            vec![("".into(), "a\nb".into()), ("x".into(), "c".into())]
+        );
     }
 
     #[test]

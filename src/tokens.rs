@@ -23,7 +23,10 @@ pub enum Encoding {
 pub fn encoding_for(model: Option<&str>) -> Encoding {
     let m = model.unwrap_or("").to_ascii_lowercase();
     let m = m.rsplit('/').next().unwrap_or("");
-    let cl100k = (m.starts_with("gpt-4") && !m.starts_with("gpt-4o") && !m.starts_with("gpt-4.1") && !m.starts_with("gpt-4.5"))
+    let cl100k = (m.starts_with("gpt-4")
+        && !m.starts_with("gpt-4o")
+        && !m.starts_with("gpt-4.1")
+        && !m.starts_with("gpt-4.5"))
         || m.starts_with("gpt-3.5")
         || m.starts_with("gpt-35")
         || m.starts_with("text-embedding-3")
@@ -39,8 +42,12 @@ fn bpe(enc: Encoding) -> Option<&'static CoreBPE> {
     static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
     static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
     match enc {
-        Encoding::O200k => O200K.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref(),
-        Encoding::Cl100k => CL100K.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref(),
+        Encoding::O200k => O200K
+            .get_or_init(|| tiktoken_rs::o200k_base().ok())
+            .as_ref(),
+        Encoding::Cl100k => CL100K
+            .get_or_init(|| tiktoken_rs::cl100k_base().ok())
+            .as_ref(),
     }
 }
 

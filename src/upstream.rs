@@ -23,10 +23,8 @@ use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 
 /// What the client sends upstream: the client's body, teed or not.
-pub type UpstreamBody = http_body_util::Either<
-    Incoming,
-    crate::tee::Tee<Incoming, crate::observe::RequestObserver>,
->;
+pub type UpstreamBody =
+    http_body_util::Either<Incoming, crate::tee::Tee<Incoming, crate::observe::RequestObserver>>;
 
 /// See the module docs.
 #[derive(Clone)]
@@ -106,15 +104,9 @@ fn classify(
             tls = true;
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                timed_out = true;
-            }
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                tls = true;
-            }
+            let (is_tls, is_timeout) = inspect_io(io);
+            tls |= is_tls;
+            timed_out |= is_timeout;
         }
         source = s.source();
     }
@@ -131,6 +123,29 @@ fn classify(
     } else {
         ProxyError::Upstream { upstream, reason }
     }
+}
+
+/// Looks through nested `io::Error`s (whose `source()` skips a level) for
+/// a rustls error or a timeout.
+fn inspect_io(io: &std::io::Error) -> (bool, bool) {
+    let mut tls = false;
+    let mut timed_out = io.kind() == std::io::ErrorKind::TimedOut;
+    let mut inner = io.get_ref();
+    let mut depth = 0;
+    while let Some(e) = inner {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            tls = true;
+        }
+        match e.downcast_ref::<std::io::Error>() {
+            Some(next) if depth < 8 => {
+                timed_out |= next.kind() == std::io::ErrorKind::TimedOut;
+                inner = next.get_ref();
+                depth += 1;
+            }
+            _ => break,
+        }
+    }
+    (tls, timed_out)
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
@@ -203,6 +218,9 @@ mod tests {
         request_headers(&mut h);
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort();
-        assert_eq!(names, vec!["authorization", "content-type", "x-stainless-lang"]);
+        assert_eq!(
+            names,
+            vec!["authorization", "content-type", "x-stainless-lang"]
+        );
     }
 }

@@ -160,11 +160,17 @@ mod tests {
         let e = parse_error_body(br#"{"error":{"message":"Rate limit","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#).unwrap();
         assert_eq!(e.kind.as_deref(), Some("requests"));
         assert_eq!(e.message, "Rate limit");
-        let e = parse_error_body(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#).unwrap();
+        let e = parse_error_body(
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        )
+        .unwrap();
         assert_eq!(e.kind.as_deref(), Some("overloaded_error"));
         let e = parse_error_body(br#"{"error":{"message":"x","code":429}}"#).unwrap();
         assert_eq!(e.kind.as_deref(), Some("429"));
-        assert_eq!(parse_error_body(br#"{"error":"boom"}"#).unwrap().message, "boom");
+        assert_eq!(
+            parse_error_body(br#"{"error":"boom"}"#).unwrap().message,
+            "boom"
+        );
         assert!(parse_error_body(b"not json").is_none());
     }
 }

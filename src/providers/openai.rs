@@ -57,7 +57,10 @@ impl OaUsage {
         Usage {
             input: self.prompt_tokens,
             output: self.completion_tokens,
-            cached_input: self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens),
+            cached_input: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens),
             cache_write: None,
             reasoning: self
                 .completion_tokens_details
@@ -181,8 +184,7 @@ pub fn parse_chat_request(body: &[u8]) -> Option<RequestFacts> {
         model: r.model.map(Cow::into_owned),
         stream,
         include_usage: stream
-            && r
-                .stream_options
+            && r.stream_options
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
         user: r.user.map(Cow::into_owned),
@@ -375,7 +377,8 @@ mod tests {
         assert_eq!(f.model.as_deref(), Some("gpt-4o"));
         assert!(f.stream && f.include_usage);
         assert_eq!(f.user.as_deref(), Some("u1"));
-        let f = parse_chat_request(br#"{"model":"m","stream_options":{"include_usage":true}}"#).unwrap();
+        let f = parse_chat_request(br#"{"model":"m","stream_options":{"include_usage":true}}"#)
+            .unwrap();
         assert!(!f.stream && !f.include_usage);
         assert!(parse_chat_request(b"{nope").is_none());
     }
@@ -401,7 +404,13 @@ mod tests {
         assert_eq!(f.finish_reason.as_deref(), Some("stop"));
         assert_eq!(
             f.usage,
-            Usage { input: Some(12), output: Some(3), cached_input: Some(4), cache_write: None, reasoning: Some(1) }
+            Usage {
+                input: Some(12),
+                output: Some(3),
+                cached_input: Some(4),
+                cache_write: None,
+                reasoning: Some(1)
+            }
         );
         assert_eq!(f.estimated_output, None);
     }
@@ -420,7 +429,8 @@ mod tests {
         assert!(!s.on_event(br#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#));
         assert!(s.on_event(br#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"Hello,"},"finish_reason":null}]}"#));
         assert!(s.on_event(br#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":" world!"},"finish_reason":null}]}"#));
-        assert!(!s.on_event(br#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#));
+        assert!(!s
+            .on_event(br#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#));
         assert!(!s.on_event(b"{bad json"));
         assert!(!s.on_event(br#"{"id":"c1","choices":null}"#));
         assert!(!s.on_event(b"[DONE]"));

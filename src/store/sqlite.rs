@@ -59,11 +59,13 @@ impl SqliteStore {
             if applied.is_none() {
                 let result = async {
                     sqlx::raw_sql(sql).execute(&mut *conn).await?;
-                    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
-                        .bind(version)
-                        .bind(crate::span::now_us())
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    )
+                    .bind(version)
+                    .bind(crate::span::now_us())
+                    .execute(&mut *conn)
+                    .await?;
                     Ok::<(), sqlx::Error>(())
                 }
                 .await;
@@ -129,10 +131,12 @@ impl SqliteStore {
 
     pub async fn salt(&self) -> Result<String, StoreError> {
         let fresh = crate::span::new_trace_id();
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('api_key_salt', ?) ON CONFLICT (key) DO NOTHING")
-            .bind(&fresh)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('api_key_salt', ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&fresh)
+        .execute(&self.pool)
+        .await?;
         let row = sqlx::query("SELECT value FROM meta WHERE key = 'api_key_salt'")
             .fetch_one(&self.pool)
             .await?;
@@ -169,11 +173,20 @@ mod tests {
         }
         store.write_spans(&spans, 200).await.unwrap();
         store.write_spans(&spans[..10], 200).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spans").fetch_one(&store.pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spans")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
         assert_eq!(n, 450);
-        let sum: i64 = sqlx::query_scalar("SELECT SUM(input_tokens) FROM spans").fetch_one(&store.pool).await.unwrap();
+        let sum: i64 = sqlx::query_scalar("SELECT SUM(input_tokens) FROM spans")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
         assert_eq!(sum, (0..450).sum::<i64>());
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.pool).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
         assert_eq!(mode, "wal");
         let salt = store.salt().await.unwrap();
         assert_eq!(salt.len(), 32);
