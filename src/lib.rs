@@ -81,8 +81,6 @@ pub async fn run(
             config.tracing.max_rows_per_statement,
             Duration::from_millis(config.shutdown.flush_timeout_ms),
         ));
-        // Load the tokenizers off the request path.
-        tokio::task::spawn_blocking(tokens::warm_up);
         let recording = Arc::new(Recording {
             sink: sink.clone(),
             capture_bodies: config.tracing.capture_bodies,

@@ -359,6 +359,8 @@ impl Exchange {
         }
 
         // Response fields and tokens (none are billed for HTTP errors).
+        let mut estimate_output = None;
+        let mut estimate_input = None;
         if let Some(r) = o.response {
             s.response_id = r.response_id;
             s.response_model = r.response_model;
@@ -371,26 +373,30 @@ impl Exchange {
                 s.cache_write_tokens = u.cache_write;
                 s.reasoning_tokens = u.reasoning;
                 if s.output_tokens.is_none() {
-                    if let Some(n) = r.estimated_output {
-                        s.output_tokens = Some(n);
-                        s.tokens_estimated = true;
-                    }
+                    estimate_output = r.output_text;
                 }
                 if s.input_tokens.is_none() && self.endpoint == Endpoint::OpenAiChat {
-                    let enc = tokens::encoding_for(s.model.as_deref());
-                    if let Some(n) = side
-                        .body
-                        .as_deref()
-                        .and_then(|b| openai::estimate_chat_input(b, enc))
-                    {
-                        s.input_tokens = Some(n);
-                        s.tokens_estimated = true;
-                    }
+                    estimate_input = side.body;
                 }
             }
         }
         let span = std::mem::replace(s, Span::start(0));
-        self.rec.sink.send(span);
+        if estimate_output.is_none() && estimate_input.is_none() {
+            self.rec.sink.send(span);
+            return;
+        }
+        // Tokenizing is CPU work (and may load an encoder): off the path.
+        let enc = tokens::encoding_for(span.model.as_deref());
+        self.rec.sink.send_after(span, move |s| {
+            if let Some(counter) = estimate_output {
+                s.output_tokens = Some(counter.total() as i64);
+                s.tokens_estimated = true;
+            }
+            if let Some(n) = estimate_input.and_then(|b| openai::estimate_chat_input(&b, enc)) {
+                s.input_tokens = Some(n);
+                s.tokens_estimated = true;
+            }
+        });
     }
 }
 

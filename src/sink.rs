@@ -40,6 +40,8 @@ struct Queue {
     inner: Mutex<Inner>,
     notify: Notify,
     closed: AtomicBool,
+    /// Spans handed to `send_after` whose work has not finished.
+    deferred: std::sync::atomic::AtomicUsize,
     batch_size: usize,
     max_bytes: usize,
     stats: SinkStats,
@@ -59,6 +61,7 @@ impl SpanSink {
                 inner: Mutex::new(Inner::default()),
                 notify: Notify::new(),
                 closed: AtomicBool::new(false),
+                deferred: std::sync::atomic::AtomicUsize::new(0),
                 batch_size,
                 max_bytes,
                 stats: SinkStats::default(),
@@ -91,6 +94,27 @@ impl SpanSink {
         }
         if len >= q.batch_size {
             q.notify.notify_one();
+        }
+    }
+
+    /// Queues `span` after `work` has run on it on a blocking thread (for
+    /// CPU-heavy finishing such as token estimation, kept off the request
+    /// path). The batcher does not exit while such work is pending.
+    pub fn send_after(&self, span: Span, work: impl FnOnce(&mut Span) + Send + 'static) {
+        self.queue.deferred.fetch_add(1, Ordering::SeqCst);
+        let sink = self.clone();
+        let job = move || {
+            let mut span = span;
+            work(&mut span);
+            sink.send(span);
+            sink.queue.deferred.fetch_sub(1, Ordering::SeqCst);
+            sink.queue.notify.notify_one();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(job);
+            }
+            Err(_) => job(),
         }
     }
 
@@ -204,7 +228,7 @@ pub async fn run_batcher(
         }
         let (len, _) = sink.depth();
         if len == 0 {
-            if closed {
+            if closed && sink.queue.deferred.load(Ordering::SeqCst) == 0 {
                 return;
             }
             tokio::select! {
@@ -278,6 +302,21 @@ mod tests {
         let kept: Vec<String> = sink.take(10).into_iter().map(|s| s.span_id).collect();
         assert_eq!(kept, ids[2..].to_vec());
         assert_eq!(sink.depth(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn send_after_runs_the_work_then_queues() {
+        let sink = SpanSink::new(10, 1 << 20);
+        let mut s = span(1);
+        s.output_tokens = None;
+        sink.send_after(s, |s| s.output_tokens = Some(42));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sink.depth().0 == 0 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(sink.take(1)[0].output_tokens, Some(42));
+        assert_eq!(sink.queue.deferred.load(Ordering::SeqCst), 0);
     }
 
     #[test]

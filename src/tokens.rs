@@ -1,10 +1,11 @@
 //! Token estimation with offline BPE tokenizers (o200k and cl100k, data built
 //! into `tiktoken-rs`), used only when the provider reports no usage.
 //!
-//! Encoders load lazily, once, and are shared. `StreamCounter` counts
-//! incrementally: it keeps a small window of text and counts it at a
-//! whitespace boundary once the window fills, so a long generation is never
-//! held whole.
+//! Encoders load lazily, once, and are shared (each costs ~35 MB and ~0.3 s,
+//! so an install whose providers always report usage never pays). Counting
+//! runs off the request path (see `observe`); `StreamCounter` only collects
+//! text on the path, and counts a full window there only when the encoder is
+//! already loaded, so a long generation is never held whole.
 
 use std::sync::OnceLock;
 
@@ -38,24 +39,44 @@ pub fn encoding_for(model: Option<&str>) -> Encoding {
     }
 }
 
+static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+
+/// The encoder, loading it (blocking) on first use.
 fn bpe(enc: Encoding) -> Option<&'static CoreBPE> {
-    static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+    static_cell(enc)
+        .get_or_init(|| match enc {
+            Encoding::O200k => tiktoken_rs::o200k_base().ok(),
+            Encoding::Cl100k => tiktoken_rs::cl100k_base().ok(),
+        })
+        .as_ref()
+}
+
+fn loaded(enc: Encoding) -> Option<&'static CoreBPE> {
+    static_cell(enc).get().and_then(Option::as_ref)
+}
+
+fn static_cell(enc: Encoding) -> &'static OnceLock<Option<CoreBPE>> {
     match enc {
-        Encoding::O200k => O200K
-            .get_or_init(|| tiktoken_rs::o200k_base().ok())
-            .as_ref(),
-        Encoding::Cl100k => CL100K
-            .get_or_init(|| tiktoken_rs::cl100k_base().ok())
-            .as_ref(),
+        Encoding::O200k => &O200K,
+        Encoding::Cl100k => &CL100K,
     }
 }
 
-/// Loads both encoders now (call from a blocking thread at start-up so the
-/// first estimate on the request path does not pay for it).
-pub fn warm_up() {
-    let _ = bpe(Encoding::O200k);
-    let _ = bpe(Encoding::Cl100k);
+/// Starts loading `enc` on a background thread, once.
+pub fn preload(enc: Encoding) {
+    static STARTED: [std::sync::Once; 2] = [std::sync::Once::new(), std::sync::Once::new()];
+    let i = match enc {
+        Encoding::O200k => 0,
+        Encoding::Cl100k => 1,
+    };
+    STARTED[i].call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("llmtap-bpe-load".into())
+            .spawn(move || {
+                let _ = bpe(enc);
+            });
+    });
 }
 
 /// Number of tokens in `text` (special tokens counted as plain text).
@@ -71,9 +92,9 @@ pub fn count(enc: Encoding, text: &str) -> usize {
     }
 }
 
-/// Counts tokens of text that arrives in pieces, holding at most about
-/// `WINDOW` bytes.
-#[derive(Debug)]
+/// Counts tokens of text that arrives in pieces, holding about `WINDOW`
+/// bytes once the encoder is loaded (up to `MAX_UNCOUNTED` before).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamCounter {
     enc: Encoding,
     pending: String,
@@ -81,9 +102,13 @@ pub struct StreamCounter {
 }
 
 const WINDOW: usize = 16 * 1024;
+/// Text held while the encoder loads; past it, the window is counted anyway.
+const MAX_UNCOUNTED: usize = 4 << 20;
 
 impl StreamCounter {
+    /// A counter; starts loading the encoder in the background.
     pub fn new(enc: Encoding) -> Self {
+        preload(enc);
         StreamCounter {
             enc,
             pending: String::new(),
@@ -93,7 +118,9 @@ impl StreamCounter {
 
     pub fn push(&mut self, text: &str) {
         self.pending.push_str(text);
-        if self.pending.len() >= WINDOW {
+        let ready = self.pending.len() >= WINDOW
+            && (loaded(self.enc).is_some() || self.pending.len() >= MAX_UNCOUNTED);
+        if ready {
             // Cut before the last whitespace: BPE pre-tokenization attaches a
             // leading space to the next word, so a cut there changes nothing.
             let cut = self
@@ -106,7 +133,8 @@ impl StreamCounter {
         }
     }
 
-    /// Tokens so far, including the held window.
+    /// Tokens so far, including the held window. May load the encoder:
+    /// call off the request path.
     pub fn total(&self) -> usize {
         self.counted + count(self.enc, &self.pending)
     }
@@ -145,6 +173,7 @@ mod tests {
         let words: Vec<String> = (0..20_000).map(|i| format!(" word{i}")).collect();
         let whole: String = words.concat();
         let mut c = StreamCounter::new(Encoding::O200k);
+        let _ = bpe(Encoding::O200k);
         for w in &words {
             c.push(w);
             assert!(c.pending.len() < WINDOW + 16);

@@ -85,9 +85,9 @@ pub struct ResponseFacts {
     pub finish_reason: Option<String>,
     pub usage: Usage,
     pub error: Option<ApiError>,
-    /// Generated text tokens estimated from the content seen, when `usage`
-    /// has no output count. Filled by the observer.
-    pub estimated_output: Option<i64>,
+    /// The generated text seen, to estimate output tokens from when `usage`
+    /// has no output count (counted later, off the request path).
+    pub output_text: Option<crate::tokens::StreamCounter>,
 }
 
 /// Reads `{"error": {"message", "type"|"code"}}` (OpenAI and Anthropic both

@@ -238,7 +238,7 @@ pub fn estimate_chat_input(body: &[u8], enc: Encoding) -> Option<i64> {
 // === whole responses ===
 
 /// Span fields of a non-streamed chat response. When it reports no output
-/// tokens they are estimated from the generated text.
+/// tokens, the generated text is kept for estimation.
 pub fn parse_chat_response(body: &[u8], enc: Encoding) -> Option<ResponseFacts> {
     let r: ChatResponse = serde_json::from_slice(body).ok()?;
     let mut facts = ResponseFacts {
@@ -251,22 +251,22 @@ pub fn parse_chat_response(body: &[u8], enc: Encoding) -> Option<ResponseFacts> 
     let choices = r.choices.unwrap_or_default();
     facts.finish_reason = choices.iter().find_map(|c| c.finish_reason.clone());
     if facts.usage.output.is_none() && facts.error.is_none() {
-        let mut n = 0usize;
+        let mut counter = StreamCounter::new(enc);
         for c in &choices {
             if let Some(m) = &c.message {
                 for text in [&m.content, &m.refusal].into_iter().flatten() {
-                    n += tokens::count(enc, text);
+                    counter.push(text);
                 }
                 for call in m.tool_calls.iter().flatten() {
                     if let Some(f) = &call.function {
                         for text in [&f.name, &f.arguments].into_iter().flatten() {
-                            n += tokens::count(enc, text);
+                            counter.push(text);
                         }
                     }
                 }
             }
         }
-        facts.estimated_output = Some(n as i64);
+        facts.output_text = Some(counter);
     }
     Some(facts)
 }
@@ -356,9 +356,7 @@ impl ChatStream {
     /// The span fields seen so far (a cut stream keeps what it saw).
     pub fn finish(mut self) -> ResponseFacts {
         if self.facts.usage.output.is_none() {
-            if let Some(c) = &self.counter {
-                self.facts.estimated_output = Some(c.total() as i64);
-            }
+            self.facts.output_text = self.counter.take();
         }
         self.facts
     }
@@ -412,7 +410,7 @@ mod tests {
                 reasoning: Some(1)
             }
         );
-        assert_eq!(f.estimated_output, None);
+        assert_eq!(f.output_text, None);
     }
 
     #[test]
@@ -420,7 +418,7 @@ mod tests {
         let body = br#"{"id":"x","choices":[{"message":{"content":"Hello, world!"},"finish_reason":"stop"}]}"#;
         let f = parse_chat_response(body, Encoding::O200k).unwrap();
         assert_eq!(f.usage.output, None);
-        assert_eq!(f.estimated_output, Some(4));
+        assert_eq!(f.output_text.unwrap().total(), 4);
     }
 
     #[test]
@@ -439,7 +437,7 @@ mod tests {
         let f = s.finish();
         assert_eq!(f.response_id.as_deref(), Some("c1"));
         assert_eq!(f.finish_reason.as_deref(), Some("stop"));
-        assert_eq!(f.estimated_output, Some(4));
+        assert_eq!(f.output_text.unwrap().total(), 4);
     }
 
     #[test]

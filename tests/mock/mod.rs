@@ -105,6 +105,8 @@ pub struct MockState {
     /// TCP connections currently open (incremented on accept, decremented
     /// when the connection task ends).
     pub open_connections: AtomicUsize,
+    /// Set for load tests: do not keep request copies (memory stays flat).
+    pub skip_recording: std::sync::atomic::AtomicBool,
 }
 
 /// One request as received by the mock.
@@ -160,14 +162,28 @@ impl MockProvider {
     /// Panics if the loopback listener cannot be bound (there is no sensible
     /// way for a test fixture to continue).
     pub async fn start() -> MockProvider {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        MockProvider::bind("127.0.0.1:0", true).await
+    }
+
+    /// Binds `addr` (a load-test server: requests are not recorded).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `addr` cannot be bound.
+    pub async fn start_on(addr: &str) -> MockProvider {
+        MockProvider::bind(addr, false).await
+    }
+
+    async fn bind(addr: &str, record: bool) -> MockProvider {
+        let listener = TcpListener::bind(addr)
             .await
-            .expect("mock: cannot bind 127.0.0.1:0");
+            .expect("mock: cannot bind the listen address");
         let addr = listener
             .local_addr()
             .expect("mock: bound listener has no local address");
         let state = Arc::new(MockState::default());
         let (tx, rx) = watch::channel(());
+        state.skip_recording.store(!record, Ordering::Relaxed);
         let task = tokio::spawn(accept_loop(listener, state.clone(), rx));
         MockProvider {
             addr,
@@ -259,12 +275,14 @@ async fn handle(
         .path_and_query()
         .map(|pq| Uri::from(pq.clone()))
         .unwrap_or_else(|| parts.uri.clone());
-    lock(&state.requests).push(RecordedRequest {
-        method: parts.method.clone(),
-        uri,
-        headers: parts.headers.clone(),
-        body: body.clone(),
-    });
+    if !state.skip_recording.load(Ordering::Relaxed) {
+        lock(&state.requests).push(RecordedRequest {
+            method: parts.method.clone(),
+            uri,
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        });
+    }
 
     let path = parts.uri.path();
     let resp = if path.ends_with("/chat/completions") && parts.method == Method::POST {
