@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::decode::Decoder;
 use crate::error::ProxyError;
-use crate::providers::{self, openai, Endpoint, RequestFacts, ResponseFacts};
+use crate::providers::{self, Endpoint, RequestFacts, ResponseFacts, StreamParser};
 use crate::sink::SpanSink;
 use crate::span::{self, Span, SpanStatus};
 use crate::sse::SseParser;
@@ -90,10 +90,10 @@ impl RequestObserver {
         encoding: Option<&str>,
     ) -> Self {
         let capture = rec.capture_bodies.then_some(rec.max_capture_bytes);
-        let parse = if endpoint == Endpoint::Other {
-            0
-        } else {
+        let parse = if endpoint.parses_request() {
             rec.max_parse_bytes
+        } else {
+            0
         };
         RequestObserver {
             side,
@@ -124,9 +124,10 @@ impl Observer for RequestObserver {
     fn on_end(self, end: End) {
         let complete = end == End::Complete && self.decoder.error().is_none();
         let parsable = complete && self.seen <= self.max_parse;
-        let facts = match self.endpoint {
-            Endpoint::OpenAiChat if parsable => openai::parse_chat_request(&self.buf),
-            _ => None,
+        let facts = if parsable && self.endpoint.parses_request() {
+            providers::parse_request(&self.buf)
+        } else {
+            None
         };
         let captured = self
             .capture
@@ -158,6 +159,9 @@ pub struct Exchange {
     span: Span,
     started: Instant,
     endpoint: Endpoint,
+    /// The model named by the path (Azure deployments), used when the body
+    /// names none.
+    path_model: Option<String>,
     request: Arc<Mutex<RequestSide>>,
     done: bool,
 }
@@ -186,6 +190,7 @@ impl Exchange {
         route: &str,
         method: &http::Method,
         path: &str,
+        upstream_path: &str,
         headers: &HeaderMap,
     ) -> (Exchange, RequestObserver) {
         let mut span = Span::start(start_us);
@@ -205,6 +210,7 @@ impl Exchange {
             span,
             started,
             endpoint,
+            path_model: providers::model_from_path(upstream_path).map(str::to_string),
             request: side,
             done: false,
         };
@@ -250,16 +256,21 @@ impl Exchange {
             )
         };
         let enc = tokens::encoding_for(model.as_deref());
-        let mode = match self.endpoint {
-            Endpoint::OpenAiChat if ok && is_sse => Mode::Sse {
+        let stream = if ok && is_sse {
+            StreamParser::for_endpoint(self.endpoint, enc, count_text)
+        } else {
+            None
+        };
+        let mode = match stream {
+            Some(stream) => Mode::Sse {
                 parser: SseParser::new(MAX_SSE_EVENT_BYTES),
-                stream: Box::new(openai::ChatStream::new(enc, count_text)),
+                stream: Box::new(stream),
             },
-            _ if !ok || self.endpoint != Endpoint::Other => Mode::Json {
+            None if !ok || self.endpoint.parses_request() => Mode::Json {
                 buf: Vec::new(),
                 seen: 0,
             },
-            _ => Mode::Skip,
+            None => Mode::Skip,
         };
         let encoding = headers
             .get(http::header::CONTENT_ENCODING)
@@ -293,8 +304,11 @@ impl Exchange {
 
         let mut side = self.request.lock().unwrap_or_else(|p| p.into_inner());
         let side = std::mem::take(&mut *side);
+        s.model = self.path_model.take();
         if let Some(f) = &side.facts {
-            s.model = f.model.clone();
+            if f.model.is_some() {
+                s.model = f.model.clone();
+            }
             s.stream = f.stream;
             if s.user_id.is_none() {
                 s.user_id = f.user.clone();
@@ -375,7 +389,7 @@ impl Exchange {
                 if s.output_tokens.is_none() {
                     estimate_output = r.output_text;
                 }
-                if s.input_tokens.is_none() && self.endpoint == Endpoint::OpenAiChat {
+                if s.input_tokens.is_none() && self.endpoint.operation_type() == "llm_call" {
                     estimate_input = side.body;
                 }
             }
@@ -387,12 +401,15 @@ impl Exchange {
         }
         // Tokenizing is CPU work (and may load an encoder): off the path.
         let enc = tokens::encoding_for(span.model.as_deref());
+        let endpoint = self.endpoint;
         self.rec.sink.send_after(span, move |s| {
             if let Some(counter) = estimate_output {
                 s.output_tokens = Some(counter.total() as i64);
                 s.tokens_estimated = true;
             }
-            if let Some(n) = estimate_input.and_then(|b| openai::estimate_chat_input(&b, enc)) {
+            if let Some(n) =
+                estimate_input.and_then(|b| providers::estimate_input(endpoint, &b, enc))
+            {
                 s.input_tokens = Some(n);
                 s.tokens_estimated = true;
             }
@@ -428,7 +445,7 @@ enum Mode {
     /// A streamed chat completion.
     Sse {
         parser: SseParser,
-        stream: Box<openai::ChatStream>,
+        stream: Box<StreamParser>,
     },
     /// A JSON body (or an error body) parsed whole at the end, if it fits.
     Json { buf: Vec<u8>, seen: usize },
@@ -484,7 +501,7 @@ impl Observer for ResponseObserver {
             }
             match mode {
                 Mode::Sse { parser, stream } => parser.feed(piece, &mut |event| {
-                    if stream.on_event(event.data) && ttft.is_none() {
+                    if stream.on_event(event.event, event.data) && ttft.is_none() {
                         *ttft = Some(started.elapsed());
                     }
                 }),
@@ -503,7 +520,7 @@ impl Observer for ResponseObserver {
         let mut stream_incomplete = false;
         let response = match std::mem::replace(&mut self.mode, Mode::Skip) {
             Mode::Sse { stream, .. } => {
-                let done = stream.done;
+                let done = stream.saw_end();
                 let facts = stream.finish();
                 stream_incomplete = end == End::Complete
                     && !done
@@ -512,15 +529,13 @@ impl Observer for ResponseObserver {
                 Some(facts)
             }
             Mode::Json { buf, seen } if seen <= self.max_parse && end == End::Complete => {
-                if ok && self.exchange.endpoint == Endpoint::OpenAiChat {
-                    openai::parse_chat_response(&buf, self.enc)
-                } else if !ok {
+                if ok {
+                    providers::parse_response(self.exchange.endpoint, &buf, self.enc)
+                } else {
                     providers::parse_error_body(&buf).map(|error| ResponseFacts {
                         error: Some(error),
                         ..ResponseFacts::default()
                     })
-                } else {
-                    None
                 }
             }
             _ => None,

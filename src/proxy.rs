@@ -76,6 +76,7 @@ impl Proxy {
                     &route.prefix,
                     &parts.method,
                     parts.uri.path(),
+                    &matched.upstream_path,
                     &parts.headers,
                 );
                 (Some(exchange), Either::Right(Tee::new(body, observer)))

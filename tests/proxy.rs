@@ -512,7 +512,7 @@ async fn other_paths_get_timing_spans_and_anthropic_prefix_is_stripped() {
     assert_eq!(got.status, StatusCode::NOT_FOUND);
     assert_eq!(h.mock.state.last_request().unwrap().uri, "/v1/messages");
     let spans = h.spans(2).await;
-    assert_eq!(spans[0]["operation_type"], "http");
+    assert_eq!(spans[0]["operation_type"], "models");
     assert_eq!(spans[0]["name"], "GET /v1/models");
     assert_eq!(spans[0]["status"], "completed");
     assert_eq!(spans[1]["provider"], "anthropic");

@@ -1,32 +1,18 @@
-//! OpenAI Chat Completions (and OpenAI-compatible servers): request, response
-//! and stream chunks to span fields.
+//! OpenAI Chat Completions, legacy Completions and Embeddings (and
+//! OpenAI-compatible servers: Azure, Groq, Together, Mistral, DeepSeek,
+//! OpenRouter, Gemini's compatible endpoint, vLLM, Ollama): request,
+//! response and stream chunks to span fields.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::{ApiError, RequestFacts, ResponseFacts, Usage};
+use super::{
+    push_capped, ErrorObject, ResponseFacts, ToolCall, Usage, MAX_TOOL_ARGS, MAX_TOOL_CALLS,
+};
 use crate::tokens::{self, Encoding, StreamCounter};
 
 // === wire types (only the fields llmtap reads; unknown fields ignored) ===
-
-#[derive(Deserialize)]
-struct ChatRequest<'a> {
-    #[serde(default, borrow)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-    #[serde(default, borrow)]
-    user: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
-}
 
 #[derive(Deserialize, Default)]
 struct OaUsage {
@@ -71,30 +57,6 @@ impl OaUsage {
 }
 
 #[derive(Deserialize)]
-struct ErrorObj {
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    code: Option<serde_json::Value>,
-}
-
-impl ErrorObj {
-    fn to_api_error(&self) -> ApiError {
-        let code = match &self.code {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        };
-        ApiError {
-            kind: self.kind.clone().or(code),
-            message: self.message.clone().unwrap_or_default(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
 struct ChatResponse<'a> {
     #[serde(default)]
     id: Option<String>,
@@ -105,13 +67,16 @@ struct ChatResponse<'a> {
     #[serde(default)]
     usage: Option<OaUsage>,
     #[serde(default)]
-    error: Option<ErrorObj>,
+    error: Option<ErrorObject>,
 }
 
 #[derive(Deserialize)]
 struct Choice<'a> {
     #[serde(default, borrow)]
     message: Option<Message<'a>>,
+    /// Legacy completions.
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -123,11 +88,17 @@ struct Message<'a> {
     #[serde(default, borrow)]
     refusal: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<WireToolCall<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct ToolCall<'a> {
+struct WireToolCall<'a> {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     function: Option<Function<'a>>,
 }
@@ -151,13 +122,18 @@ struct Chunk<'a> {
     #[serde(default)]
     usage: Option<OaUsage>,
     #[serde(default)]
-    error: Option<ErrorObj>,
+    error: Option<ErrorObject>,
 }
 
 #[derive(Deserialize)]
 struct ChunkChoice<'a> {
+    #[serde(default)]
+    index: Option<usize>,
     #[serde(default, borrow)]
     delta: Option<Delta<'a>>,
+    /// Legacy completions.
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -171,24 +147,16 @@ struct Delta<'a> {
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
+    reasoning: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<WireToolCall<'a>>>,
 }
 
 // === requests ===
 
-/// Model, stream flag and user from a chat request body.
-pub fn parse_chat_request(body: &[u8]) -> Option<RequestFacts> {
-    let r: ChatRequest = serde_json::from_slice(body).ok()?;
-    let stream = r.stream.unwrap_or(false);
-    Some(RequestFacts {
-        model: r.model.map(Cow::into_owned),
-        stream,
-        include_usage: stream
-            && r.stream_options
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false),
-        user: r.user.map(Cow::into_owned),
-    })
+fn count_str(enc: Encoding, v: Option<&serde_json::Value>) -> usize {
+    v.and_then(|s| s.as_str())
+        .map_or(0, |s| tokens::count(enc, s))
 }
 
 /// Estimated prompt tokens of a chat request, with OpenAI's counting rule
@@ -199,33 +167,19 @@ pub fn estimate_chat_input(body: &[u8], enc: Encoding) -> Option<i64> {
     let messages = v.get("messages")?.as_array()?;
     let mut total = 3usize;
     for m in messages {
-        total += 3;
-        if let Some(role) = m.get("role").and_then(|r| r.as_str()) {
-            total += tokens::count(enc, role);
-        }
+        total += 3 + count_str(enc, m.get("role"));
         if let Some(name) = m.get("name").and_then(|r| r.as_str()) {
             total += 1 + tokens::count(enc, name);
         }
-        match m.get("content") {
-            Some(serde_json::Value::String(s)) => total += tokens::count(enc, s),
-            Some(serde_json::Value::Array(parts)) => {
-                for p in parts {
-                    if let Some(t) = p.get("text").and_then(|t| t.as_str()) {
-                        total += tokens::count(enc, t);
-                    }
-                }
-            }
-            _ => {}
-        }
-        if let Some(calls) = m.get("tool_calls").and_then(|c| c.as_array()) {
-            for c in calls {
-                if let Some(f) = c.get("function") {
-                    for key in ["name", "arguments"] {
-                        if let Some(s) = f.get(key).and_then(|s| s.as_str()) {
-                            total += tokens::count(enc, s);
-                        }
-                    }
-                }
+        total += count_content(enc, m.get("content"));
+        for c in m
+            .get("tool_calls")
+            .and_then(|c| c.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(f) = c.get("function") {
+                total += count_str(enc, f.get("name")) + count_str(enc, f.get("arguments"));
             }
         }
     }
@@ -235,50 +189,129 @@ pub fn estimate_chat_input(body: &[u8], enc: Encoding) -> Option<i64> {
     Some(total as i64)
 }
 
+/// Tokens of a message `content`: a string, or an array of parts with
+/// `text` (images and audio are not estimated).
+pub(crate) fn count_content(enc: Encoding, content: Option<&serde_json::Value>) -> usize {
+    match content {
+        Some(serde_json::Value::String(s)) => tokens::count(enc, s),
+        Some(serde_json::Value::Array(parts)) => {
+            parts.iter().map(|p| count_str(enc, p.get("text"))).sum()
+        }
+        _ => 0,
+    }
+}
+
+/// Estimated tokens of a legacy completion's `prompt` or an embedding's
+/// `input`: a string or an array of strings (token-id arrays count as their
+/// length).
+pub fn estimate_prompt_input(body: &[u8], enc: Encoding) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let p = v.get("prompt").or_else(|| v.get("input"))?;
+    fn count(enc: Encoding, v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::String(s) => tokens::count(enc, s),
+            serde_json::Value::Array(items) => {
+                if items.iter().all(|i| i.is_number()) {
+                    items.len()
+                } else {
+                    items.iter().map(|i| count(enc, i)).sum()
+                }
+            }
+            _ => 0,
+        }
+    }
+    Some(count(enc, p) as i64)
+}
+
 // === whole responses ===
 
-/// Span fields of a non-streamed chat response. When it reports no output
-/// tokens, the generated text is kept for estimation.
+/// Span fields of a non-streamed chat (or legacy completion) response.
+/// When it reports no output tokens, the generated text is kept for
+/// estimation.
 pub fn parse_chat_response(body: &[u8], enc: Encoding) -> Option<ResponseFacts> {
     let r: ChatResponse = serde_json::from_slice(body).ok()?;
     let mut facts = ResponseFacts {
         response_id: r.id,
         response_model: r.model,
         usage: r.usage.as_ref().map(OaUsage::to_usage).unwrap_or_default(),
-        error: r.error.as_ref().map(ErrorObj::to_api_error),
+        error: r.error.as_ref().map(ErrorObject::to_api_error),
         ..ResponseFacts::default()
     };
     let choices = r.choices.unwrap_or_default();
     facts.finish_reason = choices.iter().find_map(|c| c.finish_reason.clone());
-    if facts.usage.output.is_none() && facts.error.is_none() {
-        let mut counter = StreamCounter::new(enc);
-        for c in &choices {
-            if let Some(m) = &c.message {
-                for text in [&m.content, &m.refusal].into_iter().flatten() {
-                    counter.push(text);
-                }
-                for call in m.tool_calls.iter().flatten() {
-                    if let Some(f) = &call.function {
-                        for text in [&f.name, &f.arguments].into_iter().flatten() {
-                            counter.push(text);
-                        }
-                    }
-                }
+    let want_text = facts.usage.output.is_none() && facts.error.is_none();
+    let mut counter = want_text.then(|| StreamCounter::new(enc));
+    let mut push = |text: &str| {
+        if let Some(c) = counter.as_mut() {
+            c.push(text);
+        }
+    };
+    for c in &choices {
+        if let Some(text) = &c.text {
+            push(text);
+        }
+        let Some(m) = &c.message else { continue };
+        for text in [&m.content, &m.refusal, &m.reasoning_content]
+            .into_iter()
+            .flatten()
+        {
+            push(text);
+        }
+        for call in m.tool_calls.iter().flatten() {
+            let f = call.function.as_ref();
+            let name = f.and_then(|f| f.name.as_deref()).unwrap_or("");
+            let args = f.and_then(|f| f.arguments.as_deref()).unwrap_or("");
+            push(name);
+            push(args);
+            if facts.tool_calls.len() < MAX_TOOL_CALLS {
+                let mut arguments = String::new();
+                push_capped(&mut arguments, args, MAX_TOOL_ARGS);
+                facts.tool_calls.push(ToolCall {
+                    id: call.id.as_deref().unwrap_or("").to_string(),
+                    name: name.to_string(),
+                    arguments,
+                });
             }
         }
-        facts.output_text = Some(counter);
     }
+    facts.output_text = counter;
     Some(facts)
+}
+
+/// Span fields of an embeddings response (float or base64: only the usage
+/// and model are read).
+pub fn parse_embeddings_response(body: &[u8]) -> Option<ResponseFacts> {
+    #[derive(Deserialize)]
+    struct Embeddings {
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(default)]
+        usage: Option<OaUsage>,
+    }
+    let r: Embeddings = serde_json::from_slice(body).ok()?;
+    let mut usage = r.usage.as_ref().map(OaUsage::to_usage).unwrap_or_default();
+    // Embeddings generate no tokens.
+    if usage.input.is_some() {
+        usage.output = Some(0);
+    }
+    Some(ResponseFacts {
+        response_model: r.model,
+        usage,
+        ..ResponseFacts::default()
+    })
 }
 
 // === streams ===
 
-/// Accumulates a streamed chat completion, one SSE event at a time.
+/// Accumulates a streamed chat completion (or legacy completion), one SSE
+/// event at a time.
 #[derive(Debug)]
 pub struct ChatStream {
     facts: ResponseFacts,
     /// Counts generated text when the stream may end without usage.
     counter: Option<StreamCounter>,
+    /// Tool calls by (choice, index), assembled from fragments.
+    calls: Vec<((usize, usize), ToolCall)>,
     /// `data: [DONE]` was seen.
     pub done: bool,
     /// Events whose data was not a JSON chunk.
@@ -292,6 +325,7 @@ impl ChatStream {
         ChatStream {
             facts: ResponseFacts::default(),
             counter: count_text.then(|| StreamCounter::new(enc)),
+            calls: Vec::new(),
             done: false,
             malformed_events: 0,
         }
@@ -327,13 +361,15 @@ impl ChatStream {
         let mut content = false;
         for choice in chunk.choices.iter().flatten() {
             if let Some(fr) = &choice.finish_reason {
-                self.facts.finish_reason = Some(fr.clone());
+                if self.facts.finish_reason.is_none() || choice.index.unwrap_or(0) == 0 {
+                    self.facts.finish_reason = Some(fr.clone());
+                }
             }
-            let Some(delta) = &choice.delta else { continue };
-            for text in [&delta.content, &delta.refusal, &delta.reasoning_content]
-                .into_iter()
-                .flatten()
-            {
+            let texts = choice
+                .delta
+                .iter()
+                .flat_map(|d| [&d.content, &d.refusal, &d.reasoning_content, &d.reasoning]);
+            for text in texts.chain([&choice.text]).flatten() {
                 if !text.is_empty() {
                     content = true;
                     if let Some(c) = &mut self.counter {
@@ -341,11 +377,33 @@ impl ChatStream {
                     }
                 }
             }
+            let Some(delta) = &choice.delta else { continue };
             for call in delta.tool_calls.iter().flatten() {
                 content = true;
-                if let (Some(f), Some(c)) = (&call.function, &mut self.counter) {
-                    for text in [&f.name, &f.arguments].into_iter().flatten() {
-                        c.push(text);
+                let key = (choice.index.unwrap_or(0), call.index.unwrap_or(0));
+                let pos = match self.calls.iter().position(|(k, _)| *k == key) {
+                    Some(p) => p,
+                    None if self.calls.len() < MAX_TOOL_CALLS => {
+                        self.calls.push((key, ToolCall::default()));
+                        self.calls.len() - 1
+                    }
+                    None => continue,
+                };
+                let slot = &mut self.calls[pos].1;
+                if let Some(id) = &call.id {
+                    slot.id = id.to_string();
+                }
+                if let Some(f) = &call.function {
+                    if let Some(name) = &f.name {
+                        push_capped(&mut slot.name, name, 256);
+                    }
+                    if let Some(args) = &f.arguments {
+                        push_capped(&mut slot.arguments, args, MAX_TOOL_ARGS);
+                    }
+                    if let Some(c) = &mut self.counter {
+                        for text in [&f.name, &f.arguments].into_iter().flatten() {
+                            c.push(text);
+                        }
                     }
                 }
             }
@@ -358,6 +416,7 @@ impl ChatStream {
         if self.facts.usage.output.is_none() {
             self.facts.output_text = self.counter.take();
         }
+        self.facts.tool_calls = self.calls.into_iter().map(|(_, c)| c).collect();
         self.facts
     }
 }
@@ -367,30 +426,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_fields() {
-        let f = parse_chat_request(
-            br#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":true},"user":"u1"}"#,
-        )
-        .unwrap();
-        assert_eq!(f.model.as_deref(), Some("gpt-4o"));
-        assert!(f.stream && f.include_usage);
-        assert_eq!(f.user.as_deref(), Some("u1"));
-        let f = parse_chat_request(br#"{"model":"m","stream_options":{"include_usage":true}}"#)
-            .unwrap();
-        assert!(!f.stream && !f.include_usage);
-        assert!(parse_chat_request(b"{nope").is_none());
-    }
-
-    #[test]
     fn input_estimate_follows_the_cookbook_rule() {
         // "You are helpful." = 4 tokens, "Hi" = 1, roles 1 each:
         // 3 + (3+1+4) + (3+1+1) = 16.
         let n = estimate_chat_input(
-            br#"{"model":"gpt-4o","messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"Hi"}]}"#,
+            br#"{"model":"gpt-4o","messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":[{"type":"text","text":"Hi"}]}]}"#,
             Encoding::O200k,
         )
         .unwrap();
         assert_eq!(n, 16);
+        assert_eq!(
+            estimate_prompt_input(br#"{"input":["Hello, world!","Hi"]}"#, Encoding::O200k),
+            Some(5)
+        );
+        assert_eq!(
+            estimate_prompt_input(br#"{"prompt":[1,2,3]}"#, Encoding::O200k),
+            Some(3)
+        );
     }
 
     #[test]
@@ -414,11 +466,38 @@ mod tests {
     }
 
     #[test]
-    fn response_without_usage_is_estimated() {
-        let body = br#"{"id":"x","choices":[{"message":{"content":"Hello, world!"},"finish_reason":"stop"}]}"#;
+    fn response_without_usage_keeps_text_for_estimation() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"Hello, world!"},"finish_reason":"stop"},{"message":{"content":null,"refusal":"No."},"finish_reason":"stop"}]}"#;
         let f = parse_chat_response(body, Encoding::O200k).unwrap();
         assert_eq!(f.usage.output, None);
+        assert_eq!(f.output_text.unwrap().total(), 4 + 2);
+        let legacy = br#"{"id":"cmpl","choices":[{"text":"Hello, world!","index":0,"finish_reason":"length"}]}"#;
+        let f = parse_chat_response(legacy, Encoding::O200k).unwrap();
+        assert_eq!(f.finish_reason.as_deref(), Some("length"));
         assert_eq!(f.output_text.unwrap().total(), 4);
+    }
+
+    #[test]
+    fn response_tool_calls() {
+        let body = br#"{"id":"c","choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":9}}"#;
+        let f = parse_chat_response(body, Encoding::O200k).unwrap();
+        assert_eq!(f.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(
+            f.tool_calls,
+            vec![ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris"}"#.into()
+            }]
+        );
+    }
+
+    #[test]
+    fn embeddings_usage() {
+        let f = parse_embeddings_response(br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":"AAAA"}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}"#).unwrap();
+        assert_eq!(f.usage.input, Some(8));
+        assert_eq!(f.usage.output, Some(0));
+        assert_eq!(f.response_model.as_deref(), Some("text-embedding-3-small"));
     }
 
     #[test]
@@ -438,6 +517,43 @@ mod tests {
         assert_eq!(f.response_id.as_deref(), Some("c1"));
         assert_eq!(f.finish_reason.as_deref(), Some("stop"));
         assert_eq!(f.output_text.unwrap().total(), 4);
+    }
+
+    #[test]
+    fn streamed_tool_call_fragments_are_assembled() {
+        let mut s = ChatStream::new(Encoding::O200k, false);
+        assert!(s.on_event(br#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}"#));
+        for frag in [r#"{\""#, "city", r#"\":\""#, "Paris", r#"\"}"#] {
+            let ev = format!(
+                r#"{{"id":"c","choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"{frag}"}}}}]}},"finish_reason":null}}]}}"#
+            );
+            assert!(s.on_event(ev.as_bytes()));
+        }
+        s.on_event(br#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","function":{"name":"now","arguments":"{}"}}]},"finish_reason":null}]}"#);
+        s.on_event(
+            br#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        );
+        let f = s.finish();
+        assert_eq!(f.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(f.tool_calls.len(), 2);
+        assert_eq!(f.tool_calls[0].id, "call_a");
+        assert_eq!(f.tool_calls[0].name, "get_weather");
+        assert_eq!(f.tool_calls[0].arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(f.tool_calls[1].name, "now");
+    }
+
+    #[test]
+    fn n_choices_and_legacy_text_stream() {
+        let mut s = ChatStream::new(Encoding::O200k, true);
+        s.on_event(br#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hello,"}},{"index":1,"delta":{"content":"Hello,"}}]}"#);
+        s.on_event(br#"{"id":"c","choices":[{"index":1,"delta":{},"finish_reason":"length"}]}"#);
+        s.on_event(br#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#);
+        let f = s.finish();
+        assert_eq!(f.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(f.output_text.unwrap().total(), 4);
+        let mut s = ChatStream::new(Encoding::O200k, true);
+        assert!(s.on_event(br#"{"id":"cmpl","object":"text_completion","choices":[{"text":"Hello, world!","index":0,"finish_reason":null}]}"#));
+        assert_eq!(s.finish().output_text.unwrap().total(), 4);
     }
 
     #[test]
