@@ -1,15 +1,16 @@
 //! Token estimation with offline BPE tokenizers (o200k and cl100k, data built
-//! into `tiktoken-rs`), used only when the provider reports no usage.
+//! into `bpe-openai`, GitHub's exact and fast re-implementation of
+//! tiktoken), used only when the provider reports no usage.
 //!
-//! Encoders load lazily, once, and are shared (each costs ~35 MB and ~0.3 s,
-//! so an install whose providers always report usage never pays). Counting
+//! Encoders load lazily, once, and are shared (o200k costs ~65 MB and
+//! ~50 ms, so an install whose providers always report usage never pays). Counting
 //! runs off the request path (see `observe`); `StreamCounter` only collects
 //! text on the path, and counts a full window there only when the encoder is
 //! already loaded, so a long generation is never held whole.
 
 use std::sync::OnceLock;
 
-use tiktoken_rs::CoreBPE;
+use bpe_openai::Tokenizer;
 
 /// Which BPE an estimate uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,24 +40,22 @@ pub fn encoding_for(model: Option<&str>) -> Encoding {
     }
 }
 
-static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
-static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+static O200K: OnceLock<&'static Tokenizer> = OnceLock::new();
+static CL100K: OnceLock<&'static Tokenizer> = OnceLock::new();
 
 /// The encoder, loading it (blocking) on first use.
-fn bpe(enc: Encoding) -> Option<&'static CoreBPE> {
-    static_cell(enc)
-        .get_or_init(|| match enc {
-            Encoding::O200k => tiktoken_rs::o200k_base().ok(),
-            Encoding::Cl100k => tiktoken_rs::cl100k_base().ok(),
-        })
-        .as_ref()
+fn bpe(enc: Encoding) -> &'static Tokenizer {
+    static_cell(enc).get_or_init(|| match enc {
+        Encoding::O200k => bpe_openai::o200k_base(),
+        Encoding::Cl100k => bpe_openai::cl100k_base(),
+    })
 }
 
-fn loaded(enc: Encoding) -> Option<&'static CoreBPE> {
-    static_cell(enc).get().and_then(Option::as_ref)
+fn loaded(enc: Encoding) -> bool {
+    static_cell(enc).get().is_some()
 }
 
-fn static_cell(enc: Encoding) -> &'static OnceLock<Option<CoreBPE>> {
+fn static_cell(enc: Encoding) -> &'static OnceLock<&'static Tokenizer> {
     match enc {
         Encoding::O200k => &O200K,
         Encoding::Cl100k => &CL100K,
@@ -84,12 +83,7 @@ pub fn count(enc: Encoding, text: &str) -> usize {
     if text.is_empty() {
         return 0;
     }
-    match bpe(enc) {
-        Some(b) => b.encode_ordinary(text).len(),
-        // The data is compiled in; failing to load it would be a build bug.
-        // Fall back to the usual four-characters-per-token rule.
-        None => text.len().div_ceil(4),
-    }
+    bpe(enc).count(text)
 }
 
 /// Counts tokens of text that arrives in pieces, holding about `WINDOW`
@@ -119,7 +113,7 @@ impl StreamCounter {
     pub fn push(&mut self, text: &str) {
         self.pending.push_str(text);
         let ready = self.pending.len() >= WINDOW
-            && (loaded(self.enc).is_some() || self.pending.len() >= MAX_UNCOUNTED);
+            && (loaded(self.enc) || self.pending.len() >= MAX_UNCOUNTED);
         if ready {
             // Cut before the last whitespace: BPE pre-tokenization attaches a
             // leading space to the next word, so a cut there changes nothing.

@@ -1,4 +1,4 @@
-//! In-process mock LLM provider speaking OpenAI's wire formats.
+//! In-process mock LLM provider speaking OpenAI's and Anthropic's wire formats.
 //!
 //! [`MockProvider::start`] binds `127.0.0.1:0` and serves HTTP/1.1 and
 //! cleartext HTTP/2 (prior knowledge) with keep-alive, via
@@ -7,26 +7,114 @@
 //! (`#[path = "../tests/mock/mod.rs"] mod mock;`), so it depends only on
 //! regular crate dependencies and never prints anything.
 //!
-//! Every response is fully deterministic (fixed ids, fixed `created`
-//! timestamps, no `date` header), so bytes obtained directly from the mock and
-//! through the proxy can be compared byte for byte.
+//! Every response is fully deterministic (fixed ids, fixed `created` /
+//! `created_at` timestamps ([`MOCK_CREATED`]), no `date` header), so bytes
+//! obtained directly from the mock and through the proxy can be compared byte
+//! for byte. JSON is compact, with keys in the order the real APIs emit them.
 //!
 //! # Routing (by path suffix, so any proxy prefix works)
 //!
 //! * `POST …/chat/completions` — OpenAI Chat Completions (streamed or not).
+//! * `POST …/responses` — OpenAI Responses API (streamed or not).
+//! * `POST …/embeddings` — OpenAI Embeddings (`float` or `base64`).
+//! * `POST …/completions` (not `/chat/completions`) — OpenAI legacy
+//!   Completions (streamed or not).
+//! * `POST …/messages` — Anthropic Messages (streamed or not).
+//! * `POST …/messages/count_tokens` — Anthropic token counting.
 //! * `GET …/models` — a one-entry model list.
-//! * anything else — `404` with an OpenAI-style error body.
+//! * anything else — `404` with an OpenAI-style error body. So does an
+//!   Anthropic route whose body is valid JSON without a `messages` array
+//!   (e.g. `{}`), as before those routes existed.
 //!
-//! # Control headers for chat completions
+//! A body that is not valid JSON gets a `400` (OpenAI-style error body on the
+//! OpenAI routes, Anthropic-style on the Anthropic ones).
 //!
-//! * `x-mock-words: N` — reply has `N` words (default 8), see [`reply_words`].
-//! * `x-mock-id: S` — response id (default `chatcmpl-mock`).
-//! * `x-mock-cached: C` — `usage.prompt_tokens_details.cached_tokens` (default 0).
+//! # Reply text
+//!
+//! Text replies are [`reply_words`]`(N)`: `"w0"`, `" w1"`, `" w2"`, …
+//! streamed one word per event, `N` = `x-mock-words` (default 8).
+//!
+//! # Control headers
+//!
+//! * `x-mock-words: N` — reply has `N` words (default 8). All text routes.
+//! * `x-mock-id: S` — response id. Defaults: `chatcmpl-mock` (chat),
+//!   `resp_mock` (responses), `cmpl-mock` (legacy completions), `msg_mock`
+//!   (Anthropic).
+//! * `x-mock-cached: C` — cached prompt tokens (default 0): chat
+//!   `usage.prompt_tokens_details.cached_tokens`, responses
+//!   `usage.input_tokens_details.cached_tokens`, Anthropic
+//!   `usage.cache_read_input_tokens`.
+//! * `x-mock-cache-write: W` — Anthropic `usage.cache_creation_input_tokens`
+//!   (default 0).
+//! * `x-mock-reasoning: R` — reasoning tokens (default 0): chat
+//!   `usage.completion_tokens_details.reasoning_tokens` (added to
+//!   `completion_tokens`), responses `usage.output_tokens_details.reasoning_tokens`
+//!   (added to `output_tokens`).
+//! * `x-mock-tool-call: NAME` — the assistant calls tool `NAME` with
+//!   arguments [`TOOL_ARGS`] (`{"city":"Paris"}`, streamed as the fragments
+//!   [`TOOL_ARG_FRAGMENTS`]) instead of replying with text; the reply counts
+//!   9 output tokens and `x-mock-words` is ignored. Chat (id `call_mock_0`,
+//!   finish reason `tool_calls`), responses (item `fc_mock`, call id
+//!   `call_mock_0`) and Anthropic (block `toolu_mock_0`, stop reason
+//!   `tool_use`).
+//! * `x-mock-thinking: 1` — Anthropic only: a thinking block (`"Let me
+//!   think."`, signature `sig_mock`) precedes the reply block. It does not
+//!   change `output_tokens`.
 //! * `x-mock-delay-ms: D` — in streamed bodies, sleep `D` ms before every
 //!   frame after the first.
-//! * `x-mock-scenario: S` — one of `error:CODE`, `cut:K`, `delay-headers:MS`,
-//!   `gzip`, `malformed-json`, `malformed-sse`, `no-usage`. Several scenarios
-//!   may be combined, separated by commas (e.g. `gzip,cut:2`).
+//! * `x-mock-scenario: S` — see below. Several scenarios may be combined,
+//!   separated by commas (e.g. `gzip,cut:2`); unknown ones are ignored.
+//!
+//! # Scenarios (`x-mock-scenario`)
+//!
+//! Every route:
+//!
+//! * `error:CODE` — status `CODE` with an error body: OpenAI shape
+//!   `{"error":{"message":"mock error CODE","type":"mock_error","param":null,"code":"mock_CODE"}}`,
+//!   or on the Anthropic routes
+//!   `{"type":"error","error":{"type":T,"message":"mock error CODE"}}` with
+//!   `T` = `rate_limit_error` (429), `overloaded_error` (529), `api_error`
+//!   (other 5xx) or `invalid_request_error` (anything else).
+//! * `cut:K` — streamed: the body fails after `K` SSE frames; non-streamed:
+//!   the first half of the JSON body, then a body error.
+//! * `delay-headers:MS` — sleep before sending the response headers.
+//! * `gzip` — gzip the body when the request accepts gzip (streamed bodies
+//!   are sync-flushed per frame).
+//!
+//! Chat completions only: `malformed-json`, `malformed-sse`, `no-usage`,
+//! `refusal` (content `null`, refusal `"I can't help with that."`, streamed as
+//! `"I can't"` + `" help with that."`, 6 completion tokens per choice),
+//! `choices-null` (the streamed usage chunk has `"choices":null`, vLLM
+//! style), `stream-error` (streamed: after the role chunk and the first word
+//! of every choice, an `{"error":{…,"type":"server_error",…}}` data event,
+//! then the body ends cleanly without `[DONE]`).
+//!
+//! Responses only: `incomplete` (status `incomplete`, `incomplete_details`
+//! `{"reason":"max_output_tokens"}`, the output item `incomplete`; streamed
+//! final event `response.incomplete`), `response-failed` (status `failed`,
+//! error `{"code":"server_error","message":"mock failure"}`, output `[]`,
+//! usage `null`; streamed: `response.created`, `response.in_progress`,
+//! `response.failed`), `stream-error` (streamed: after the first delta an
+//! `event: error` frame, then the body ends).
+//!
+//! Anthropic Messages only: `stream-error` (streamed: after the first delta
+//! of the reply block an `overloaded_error` `event: error` frame, then the
+//! body ends).
+//!
+//! # Usage formulas
+//!
+//! `N` = words (or 9 for a tool call, 6 for a refusal), `n` = the chat
+//! request's `n` (default 1), `R` = `x-mock-reasoning`, `C` =
+//! `x-mock-cached`, `W` = `x-mock-cache-write`.
+//!
+//! * Chat: `prompt_tokens` = 7 + 3 × messages, `completion_tokens` = N × n + R.
+//! * Responses: `input_tokens` = 7 + 3 × input items (a string input is one
+//!   item), `output_tokens` = N + R, `total_tokens` = their sum.
+//! * Embeddings: `prompt_tokens` = `total_tokens` = 2 × inputs + 3 (a string
+//!   or one token array is one input).
+//! * Legacy completions: `prompt_tokens` = 5, `completion_tokens` = N.
+//! * Anthropic: `input_tokens` = 7 + 3 × messages (`count_tokens` too),
+//!   `output_tokens` = N (1 in `message_start`).
 
 #![allow(dead_code)]
 
@@ -74,6 +162,42 @@ const MALFORMED_JSON: &str = r#"{"id":"chatcmpl-bad","choices":[{"message":{"con
 const CUT_FLUSH_GRACE: Duration = Duration::from_millis(10);
 /// Body of `GET …/models`.
 const MODELS_JSON: &str = r#"{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":1700000000,"owned_by":"mock"}]}"#;
+
+/// Default response id of the Responses API.
+const DEFAULT_RESPONSE_ID: &str = "resp_mock";
+/// Default response id of the legacy Completions API.
+const DEFAULT_COMPLETION_ID: &str = "cmpl-mock";
+/// Default message id of the Anthropic Messages API.
+const DEFAULT_MESSAGE_ID: &str = "msg_mock";
+/// Default model of the legacy Completions API.
+const DEFAULT_COMPLETION_MODEL: &str = "gpt-3.5-turbo-instruct";
+/// Default model of the Embeddings API.
+const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
+/// Default model of the Anthropic Messages API.
+const DEFAULT_ANTHROPIC_MODEL: &str = "claude-sonnet-4-20250514";
+/// Upper bound on the chat `n` parameter (keeps a bogus request cheap).
+const MAX_CHOICES: u64 = 128;
+/// Number of floats in every mock embedding.
+pub const EMBEDDING_DIMS: usize = 8;
+
+/// The arguments of every mock tool call.
+pub const TOOL_ARGS: &str = r#"{"city":"Paris"}"#;
+/// The streamed fragments of [`TOOL_ARGS`], in order.
+pub const TOOL_ARG_FRAGMENTS: [&str; 5] = ["{\"", "city", "\":\"", "Paris", "\"}"];
+/// Output tokens reported for a tool-call reply.
+pub const TOOL_CALL_TOKENS: u64 = 9;
+/// The chat refusal text, as streamed.
+pub const REFUSAL_DELTAS: [&str; 2] = ["I can't", " help with that."];
+/// Completion tokens reported for a refusal (per choice).
+pub const REFUSAL_TOKENS: u64 = 6;
+/// The Anthropic thinking text (`x-mock-thinking: 1`).
+pub const THINKING_TEXT: &str = "Let me think.";
+/// The Anthropic thinking signature (`x-mock-thinking: 1`).
+pub const THINKING_SIGNATURE: &str = "sig_mock";
+/// The chat `stream-error` event.
+const CHAT_STREAM_ERROR: &str = "data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n";
+/// The Anthropic `stream-error` event.
+const ANTHROPIC_STREAM_ERROR: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
 
 /// A running mock provider. Dropping it stops the accept loop and closes every
 /// connection it still has open.
@@ -285,19 +409,81 @@ async fn handle(
     }
 
     let path = parts.uri.path();
-    let resp = if path.ends_with("/chat/completions") && parts.method == Method::POST {
-        chat_completions(&state, &parts.headers, &body).await
-    } else if path.ends_with("/models") && parts.method == Method::GET {
-        json_response(StatusCode::OK, Bytes::from_static(MODELS_JSON.as_bytes()))
-    } else {
-        error_response(
-            StatusCode::NOT_FOUND,
-            &format!("mock: unknown path {path}"),
-            "invalid_request_error",
-            "unknown_path",
-        )
+    let resp = match Route::find(&parts.method, path) {
+        Some(route) if route.is_anthropic() && !has_messages_array(&body) => unknown_path(path),
+        Some(route) => serve(&state, route, &parts.headers, &body).await,
+        None if path.ends_with("/models") && parts.method == Method::GET => {
+            json_response(StatusCode::OK, Bytes::from_static(MODELS_JSON.as_bytes()))
+        }
+        None => unknown_path(path),
     };
     Ok(resp)
+}
+
+/// The `404` answer for a path the mock does not serve.
+fn unknown_path(path: &str) -> Response<MockBody> {
+    error_response(
+        StatusCode::NOT_FOUND,
+        &format!("mock: unknown path {path}"),
+        "invalid_request_error",
+        "unknown_path",
+    )
+}
+
+/// Whether `body` is not valid JSON (that is a `400` later) or is a JSON
+/// value with a `messages` array. Anthropic routes answer `404` otherwise,
+/// as they did before they were served.
+fn has_messages_array(body: &Bytes) -> bool {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => v.get("messages").is_some_and(serde_json::Value::is_array),
+        Err(_) => true,
+    }
+}
+
+/// The APIs the mock serves (all `POST`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// `…/chat/completions`
+    Chat,
+    /// `…/completions` (legacy)
+    Completions,
+    /// `…/responses`
+    Responses,
+    /// `…/embeddings`
+    Embeddings,
+    /// `…/messages` (Anthropic)
+    Messages,
+    /// `…/messages/count_tokens` (Anthropic)
+    CountTokens,
+}
+
+impl Route {
+    /// The route of a request, by method and path suffix.
+    fn find(method: &Method, path: &str) -> Option<Route> {
+        if *method != Method::POST {
+            return None;
+        }
+        if path.ends_with("/chat/completions") {
+            Some(Route::Chat)
+        } else if path.ends_with("/completions") {
+            Some(Route::Completions)
+        } else if path.ends_with("/responses") {
+            Some(Route::Responses)
+        } else if path.ends_with("/embeddings") {
+            Some(Route::Embeddings)
+        } else if path.ends_with("/messages/count_tokens") {
+            Some(Route::CountTokens)
+        } else if path.ends_with("/messages") {
+            Some(Route::Messages)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the route speaks Anthropic's formats (errors included).
+    fn is_anthropic(self) -> bool {
+        matches!(self, Route::Messages | Route::CountTokens)
+    }
 }
 
 /// Scenarios requested through `x-mock-scenario`.
@@ -310,6 +496,11 @@ struct Scenarios {
     malformed_json: bool,
     malformed_sse: bool,
     no_usage: bool,
+    refusal: bool,
+    choices_null: bool,
+    stream_error: bool,
+    incomplete: bool,
+    response_failed: bool,
 }
 
 impl Scenarios {
@@ -332,6 +523,11 @@ impl Scenarios {
                         "malformed-json" => s.malformed_json = true,
                         "malformed-sse" => s.malformed_sse = true,
                         "no-usage" => s.no_usage = true,
+                        "refusal" => s.refusal = true,
+                        "choices-null" => s.choices_null = true,
+                        "stream-error" => s.stream_error = true,
+                        "incomplete" => s.incomplete = true,
+                        "response-failed" => s.response_failed = true,
                         _ => {}
                     }
                 }
@@ -354,9 +550,11 @@ fn header_num<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T
     header_str(headers, name).and_then(|v| v.parse().ok())
 }
 
-/// Handles `POST …/chat/completions`, including scenarios and gzip.
-async fn chat_completions(
+/// Applies the scenarios every route shares (`delay-headers`, `error:CODE`,
+/// `gzip`) around the route's own response.
+async fn serve(
     state: &Arc<MockState>,
+    route: Route,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response<MockBody> {
@@ -364,7 +562,52 @@ async fn chat_completions(
     if let Some(ms) = scenarios.delay_headers {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let resp = chat_response(state, headers, body, &scenarios);
+    let resp = match scenarios.error {
+        Some(code) if route.is_anthropic() => anthropic_error(code),
+        Some(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error_response(
+                status,
+                &format!("mock error {code}"),
+                "mock_error",
+                &format!("mock_{code}"),
+            )
+        }
+        None => {
+            let ctx = Ctx {
+                state,
+                headers,
+                scenarios: &scenarios,
+                delay: header_num::<u64>(headers, "x-mock-delay-ms")
+                    .filter(|&d| d > 0)
+                    .map(Duration::from_millis),
+            };
+            match (route, serde_json::from_slice::<serde_json::Value>(body)) {
+                (Route::Chat, _) if scenarios.malformed_json || scenarios.malformed_sse => {
+                    chat_malformed(&ctx)
+                }
+                (Route::Chat, Ok(req)) => chat_response(&ctx, &req),
+                (Route::Completions, Ok(req)) => completions_response(&ctx, &req),
+                (Route::Responses, Ok(req)) => responses_response(&ctx, &req),
+                (Route::Embeddings, Ok(req)) => embeddings_response(&ctx, &req),
+                (Route::Messages, Ok(req)) => messages_response(&ctx, &req),
+                (Route::CountTokens, Ok(req)) => {
+                    ctx.json(format!("{{\"input_tokens\":{}}}", prompt_tokens(&req)))
+                }
+                (route, Err(_)) if route.is_anthropic() => anthropic_error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "mock: invalid JSON body",
+                ),
+                (_, Err(_)) => error_response(
+                    StatusCode::BAD_REQUEST,
+                    "mock: invalid JSON body",
+                    "invalid_request_error",
+                    "invalid_json",
+                ),
+            }
+        }
+    };
     let accepts_gzip = headers
         .get_all(http::header::ACCEPT_ENCODING)
         .iter()
@@ -377,60 +620,135 @@ async fn chat_completions(
     }
 }
 
-/// Builds the (uncompressed) chat completions response.
-fn chat_response(
-    state: &Arc<MockState>,
-    headers: &HeaderMap,
-    body: &Bytes,
-    scenarios: &Scenarios,
-) -> Response<MockBody> {
-    let delay = header_num::<u64>(headers, "x-mock-delay-ms")
-        .filter(|&d| d > 0)
-        .map(Duration::from_millis);
+/// What a route builder needs besides the request body.
+struct Ctx<'a> {
+    state: &'a Arc<MockState>,
+    headers: &'a HeaderMap,
+    scenarios: &'a Scenarios,
+    /// `x-mock-delay-ms`, if positive.
+    delay: Option<Duration>,
+}
 
-    if let Some(code) = scenarios.error {
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return error_response(
-            status,
-            &format!("mock error {code}"),
-            "mock_error",
-            &format!("mock_{code}"),
-        );
+impl Ctx<'_> {
+    /// `x-mock-words` (default 8).
+    fn words(&self) -> usize {
+        header_num(self.headers, "x-mock-words").unwrap_or(DEFAULT_WORDS)
     }
-    if scenarios.malformed_json {
+
+    /// `x-mock-id`, or `default`.
+    fn id<'b>(&'b self, default: &'b str) -> &'b str {
+        header_str(self.headers, "x-mock-id").unwrap_or(default)
+    }
+
+    /// A numeric header, 0 when absent or invalid.
+    fn num(&self, name: &str) -> u64 {
+        header_num(self.headers, name).unwrap_or(0)
+    }
+
+    /// The kind of reply: a tool call (`x-mock-tool-call`), a refusal (only
+    /// where `refusal_allowed`, with the `refusal` scenario) or text.
+    fn reply(&self, refusal_allowed: bool) -> Reply<'_> {
+        match header_str(self.headers, "x-mock-tool-call").filter(|n| !n.is_empty()) {
+            Some(name) => Reply::Tool(name),
+            None if refusal_allowed && self.scenarios.refusal => Reply::Refusal,
+            None => Reply::Text(self.words()),
+        }
+    }
+
+    /// A streamed `200 text/event-stream` response over `frames`, honouring
+    /// `x-mock-delay-ms` and `cut:K`.
+    fn sse(&self, frames: Vec<Bytes>) -> Response<MockBody> {
+        sse_response(SseStream::new(
+            self.state.clone(),
+            frames,
+            self.delay,
+            self.scenarios.cut,
+            true,
+        ))
+    }
+
+    /// A complete JSON response; with `cut:K`, the first half of the body
+    /// and then a body error.
+    fn json(&self, json: String) -> Response<MockBody> {
+        if self.scenarios.cut.is_some() {
+            let bytes = Bytes::from(json);
+            let half = bytes.len() / 2;
+            let frames = vec![bytes.slice(..half), bytes.slice(half..)];
+            let mut resp = Response::new(MockBody::stream(SseStream::new(
+                self.state.clone(),
+                frames,
+                self.delay,
+                Some(1),
+                false,
+            )));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return resp;
+        }
+        json_response(StatusCode::OK, Bytes::from(json))
+    }
+}
+
+/// The kind of assistant reply.
+#[derive(Clone, Copy)]
+enum Reply<'a> {
+    /// [`reply_words`] of that many words.
+    Text(usize),
+    /// One call of the named tool with [`TOOL_ARGS`].
+    Tool(&'a str),
+    /// The chat refusal ([`REFUSAL_DELTAS`]).
+    Refusal,
+}
+
+impl Reply<'_> {
+    /// Output tokens of the reply (per choice).
+    fn tokens(self) -> u64 {
+        match self {
+            Reply::Text(words) => words as u64,
+            Reply::Tool(_) => TOOL_CALL_TOKENS,
+            Reply::Refusal => REFUSAL_TOKENS,
+        }
+    }
+}
+
+/// `7 + 3 × messages`, the prompt tokens of chat and Anthropic requests.
+fn prompt_tokens(req: &serde_json::Value) -> u64 {
+    let messages = req
+        .get("messages")
+        .and_then(|v| v.as_array())
+        .map_or(0, |a| a.len());
+    7 + 3 * messages as u64
+}
+
+/// A `data: …` event of a named-event SSE stream (`event: NAME`).
+fn named_event(name: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// The chat `malformed-json` / `malformed-sse` responses.
+fn chat_malformed(ctx: &Ctx<'_>) -> Response<MockBody> {
+    if ctx.scenarios.malformed_json {
         return json_response(
             StatusCode::OK,
             Bytes::from_static(MALFORMED_JSON.as_bytes()),
         );
     }
-    if scenarios.malformed_sse {
-        let frames = vec![
-            Bytes::from_static(b"data: {not json}\n\n"),
-            Bytes::from_static(b"event: weird\nid: 7\n\n"),
-            Bytes::from_static(b": a comment\n\n"),
-            Bytes::from(format!(
-                "data: {{\"id\":\"chatcmpl-x\",\"object\":\"chat.completion.chunk\",\"created\":{MOCK_CREATED},\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"ok\"}},\"finish_reason\":null}}]}}\n\n"
-            )),
-            Bytes::from_static(b"\xff\xfe garbage without newline"),
-            Bytes::from_static(b"\n\ndata: [DONE]\n\n"),
-        ];
-        return sse_response(SseStream::new(
-            state.clone(),
-            frames,
-            delay,
-            scenarios.cut,
-            true,
-        ));
-    }
+    let frames = vec![
+        Bytes::from_static(b"data: {not json}\n\n"),
+        Bytes::from_static(b"event: weird\nid: 7\n\n"),
+        Bytes::from_static(b": a comment\n\n"),
+        Bytes::from(format!(
+            "data: {{\"id\":\"chatcmpl-x\",\"object\":\"chat.completion.chunk\",\"created\":{MOCK_CREATED},\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"ok\"}},\"finish_reason\":null}}]}}\n\n"
+        )),
+        Bytes::from_static(b"\xff\xfe garbage without newline"),
+        Bytes::from_static(b"\n\ndata: [DONE]\n\n"),
+    ];
+    ctx.sse(frames)
+}
 
-    let Ok(req) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "mock: invalid JSON body",
-            "invalid_request_error",
-            "invalid_json",
-        );
-    };
+/// Builds the (uncompressed) chat completions response.
+fn chat_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBody> {
+    let scenarios = ctx.scenarios;
     let model = req
         .get("model")
         .and_then(|v| v.as_str())
@@ -441,87 +759,673 @@ fn chat_response(
         .and_then(|o| o.get("include_usage"))
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
-    let messages = req
-        .get("messages")
-        .and_then(|v| v.as_array())
-        .map_or(0, |a| a.len());
+    let n = req
+        .get("n")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1)
+        .clamp(1, MAX_CHOICES) as usize;
 
-    let words = header_num::<usize>(headers, "x-mock-words").unwrap_or(DEFAULT_WORDS);
-    let id = header_str(headers, "x-mock-id").unwrap_or(DEFAULT_ID);
-    let cached = header_num::<u64>(headers, "x-mock-cached").unwrap_or(0);
-    let prompt_tokens = 7 + 3 * messages as u64;
-    let usage = usage_json(prompt_tokens, words as u64, cached);
+    let id = ctx.id(DEFAULT_ID);
+    let cached = ctx.num("x-mock-cached");
+    let reasoning = ctx.num("x-mock-reasoning");
+    let reply = ctx.reply(true);
+    let completion = reply.tokens() * n as u64 + reasoning;
+    let usage = usage_json(prompt_tokens(req), completion, cached, reasoning);
+    let finish = match reply {
+        Reply::Tool(_) => "tool_calls",
+        _ => "stop",
+    };
 
     let id_js = js(id);
     let model_js = js(&response_model(model));
-    let deltas = reply_words(words);
 
     if stream {
         let include_usage = include_usage && !scenarios.no_usage;
         let usage_null = if include_usage { ",\"usage\":null" } else { "" };
-        let chunk = |delta: &str, finish: &str| {
+        let chunk = |index: usize, delta: &str, finish: &str| {
             Bytes::from(format!(
-                "data: {{\"id\":{id_js},\"object\":\"chat.completion.chunk\",\"created\":{MOCK_CREATED},\"model\":{model_js},\"system_fingerprint\":\"fp_mock\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]{usage_null}}}\n\n"
+                "data: {{\"id\":{id_js},\"object\":\"chat.completion.chunk\",\"created\":{MOCK_CREATED},\"model\":{model_js},\"system_fingerprint\":\"fp_mock\",\"choices\":[{{\"index\":{index},\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]{usage_null}}}\n\n"
             ))
         };
-        let mut frames = Vec::with_capacity(words + 4);
-        frames.push(chunk(
-            r#"{"role":"assistant","content":"","refusal":null}"#,
-            "null",
-        ));
-        for d in &deltas {
-            frames.push(chunk(&format!("{{\"content\":{}}}", js(d)), "null"));
+        let deltas = chat_deltas(reply);
+        // `stream-error` fires after the role chunk and the first word.
+        let error_after = scenarios.stream_error.then(|| deltas.len().min(2));
+        let mut frames = Vec::with_capacity(n * (deltas.len() + 1) + 2);
+        for (step, delta) in deltas.iter().enumerate() {
+            for index in 0..n {
+                frames.push(chunk(index, delta, "null"));
+            }
+            if error_after == Some(step + 1) {
+                frames.push(Bytes::from_static(CHAT_STREAM_ERROR.as_bytes()));
+                return ctx.sse(frames);
+            }
         }
-        frames.push(chunk("{}", "\"stop\""));
+        let finish_js = js(finish);
+        for index in 0..n {
+            frames.push(chunk(index, "{}", &finish_js));
+        }
         if include_usage {
+            let choices = if scenarios.choices_null { "null" } else { "[]" };
             frames.push(Bytes::from(format!(
-                "data: {{\"id\":{id_js},\"object\":\"chat.completion.chunk\",\"created\":{MOCK_CREATED},\"model\":{model_js},\"system_fingerprint\":\"fp_mock\",\"choices\":[],\"usage\":{usage}}}\n\n"
+                "data: {{\"id\":{id_js},\"object\":\"chat.completion.chunk\",\"created\":{MOCK_CREATED},\"model\":{model_js},\"system_fingerprint\":\"fp_mock\",\"choices\":{choices},\"usage\":{usage}}}\n\n"
             )));
         }
         frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
-        return sse_response(SseStream::new(
-            state.clone(),
-            frames,
-            delay,
-            scenarios.cut,
-            true,
-        ));
+        return ctx.sse(frames);
     }
 
-    let content = js(&deltas.concat());
+    let message = match reply {
+        Reply::Text(words) => format!(
+            "{{\"role\":\"assistant\",\"content\":{},\"refusal\":null}}",
+            js(&reply_words(words).concat())
+        ),
+        Reply::Tool(name) => format!(
+            "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"id\":\"call_mock_0\",\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":{}}}}}],\"refusal\":null}}",
+            js(name),
+            js(TOOL_ARGS)
+        ),
+        Reply::Refusal => format!(
+            "{{\"role\":\"assistant\",\"content\":null,\"refusal\":{}}}",
+            js(&REFUSAL_DELTAS.concat())
+        ),
+    };
+    let choices = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"index\":{i},\"message\":{message},\"logprobs\":null,\"finish_reason\":\"{finish}\"}}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
     let usage_part = if scenarios.no_usage {
         String::new()
     } else {
         format!(",\"usage\":{usage}")
     };
-    let json = format!(
-        "{{\"id\":{id_js},\"object\":\"chat.completion\",\"created\":{MOCK_CREATED},\"model\":{model_js},\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":{content},\"refusal\":null}},\"logprobs\":null,\"finish_reason\":\"stop\"}}]{usage_part},\"system_fingerprint\":\"fp_mock\"}}"
-    );
-    if scenarios.cut.is_some() {
-        // A non-streamed body cut in half: first half, then a body error.
-        let bytes = Bytes::from(json);
-        let half = bytes.len() / 2;
-        let frames = vec![bytes.slice(..half), bytes.slice(half..)];
-        let mut resp = Response::new(MockBody::stream(SseStream::new(
-            state.clone(),
-            frames,
-            delay,
-            Some(1),
-            false,
-        )));
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return resp;
-    }
-    json_response(StatusCode::OK, Bytes::from(json))
+    ctx.json(format!(
+        "{{\"id\":{id_js},\"object\":\"chat.completion\",\"created\":{MOCK_CREATED},\"model\":{model_js},\"choices\":[{choices}]{usage_part},\"system_fingerprint\":\"fp_mock\"}}"
+    ))
 }
 
-/// The usage object, compact JSON with OpenAI's key order.
-fn usage_json(prompt: u64, completion: u64, cached: u64) -> String {
+/// The streamed deltas of one chat choice: the role delta, then one delta
+/// per word / argument fragment / refusal part.
+fn chat_deltas(reply: Reply<'_>) -> Vec<String> {
+    match reply {
+        Reply::Text(words) => {
+            let mut deltas =
+                vec![r#"{"role":"assistant","content":"","refusal":null}"#.to_string()];
+            deltas.extend(
+                reply_words(words)
+                    .iter()
+                    .map(|d| format!("{{\"content\":{}}}", js(d))),
+            );
+            deltas
+        }
+        Reply::Tool(name) => {
+            let mut deltas = vec![format!(
+                "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"index\":0,\"id\":\"call_mock_0\",\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":\"\"}}}}],\"refusal\":null}}",
+                js(name)
+            )];
+            deltas.extend(TOOL_ARG_FRAGMENTS.iter().map(|f| {
+                format!(
+                    "{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":{}}}}}]}}",
+                    js(f)
+                )
+            }));
+            deltas
+        }
+        Reply::Refusal => {
+            let mut deltas =
+                vec![r#"{"role":"assistant","content":null,"refusal":""}"#.to_string()];
+            deltas.extend(
+                REFUSAL_DELTAS
+                    .iter()
+                    .map(|d| format!("{{\"refusal\":{}}}", js(d))),
+            );
+            deltas
+        }
+    }
+}
+
+/// The chat usage object, compact JSON with OpenAI's key order.
+fn usage_json(prompt: u64, completion: u64, cached: u64, reasoning: u64) -> String {
     format!(
-        "{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{cached},\"audio_tokens\":0}},\"completion_tokens_details\":{{\"reasoning_tokens\":0,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}}",
+        "{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{cached},\"audio_tokens\":0}},\"completion_tokens_details\":{{\"reasoning_tokens\":{reasoning},\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}}",
         prompt + completion
     )
+}
+
+/// Builds the legacy Completions response (`POST …/completions`).
+fn completions_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBody> {
+    let model = req
+        .get("model")
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_COMPLETION_MODEL);
+    let stream = req.get("stream").and_then(|v| v.as_bool()).unwrap_or(false);
+    let include_usage = req
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let words = ctx.words();
+    let id_js = js(ctx.id(DEFAULT_COMPLETION_ID));
+    let model_js = js(&response_model(model));
+    let usage = format!(
+        "{{\"prompt_tokens\":5,\"completion_tokens\":{words},\"total_tokens\":{}}}",
+        5 + words
+    );
+    let head = format!(
+        "{{\"id\":{id_js},\"object\":\"text_completion\",\"created\":{MOCK_CREATED},\"model\":{model_js}"
+    );
+
+    if stream {
+        let chunk = |text: &str, finish: &str| {
+            Bytes::from(format!(
+                "data: {head},\"choices\":[{{\"text\":{},\"index\":0,\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n",
+                js(text)
+            ))
+        };
+        let mut frames: Vec<Bytes> = reply_words(words)
+            .iter()
+            .map(|w| chunk(w, "null"))
+            .collect();
+        frames.push(chunk("", "\"stop\""));
+        if include_usage {
+            frames.push(Bytes::from(format!(
+                "data: {head},\"choices\":[],\"usage\":{usage}}}\n\n"
+            )));
+        }
+        frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        return ctx.sse(frames);
+    }
+    ctx.json(format!(
+        "{head},\"choices\":[{{\"text\":{},\"index\":0,\"logprobs\":null,\"finish_reason\":\"stop\"}}],\"usage\":{usage}}}",
+        js(&reply_words(words).concat())
+    ))
+}
+
+/// The embedding of input `i`: `(i + 1) × 0.125 × k` for `k` in `1..=8`.
+pub fn embedding_vector(i: usize) -> [f32; EMBEDDING_DIMS] {
+    let base = (i as f32 + 1.0) * 0.125;
+    std::array::from_fn(|k| base * (k as f32 + 1.0))
+}
+
+/// Standard base64 (RFC 4648, with padding).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b1 = chunk.get(1).copied().unwrap_or(0);
+        let b2 = chunk.get(2).copied().unwrap_or(0);
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(b1) << 8) | u32::from(b2);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Builds the Embeddings response (`POST …/embeddings`).
+fn embeddings_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBody> {
+    use serde_json::Value;
+    let model = req
+        .get("model")
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_EMBEDDING_MODEL);
+    let base64 = req.get("encoding_format").and_then(|v| v.as_str()) == Some("base64");
+    let inputs = match req.get("input") {
+        Some(Value::String(_)) => 1,
+        // One token array.
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_number) => 1,
+        Some(Value::Array(a)) => a.len(),
+        _ => 0,
+    };
+    let data = (0..inputs)
+        .map(|i| {
+            let vector = embedding_vector(i);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                js(&base64_encode(&bytes))
+            } else {
+                let floats: Vec<String> = vector
+                    .iter()
+                    .map(|&x| serde_json::to_string(&f64::from(x)).unwrap_or_else(|_| "0.0".into()))
+                    .collect();
+                format!("[{}]", floats.join(","))
+            };
+            format!("{{\"object\":\"embedding\",\"index\":{i},\"embedding\":{embedding}}}")
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let tokens = 2 * inputs + 3;
+    ctx.json(format!(
+        "{{\"object\":\"list\",\"data\":[{data}],\"model\":{},\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}",
+        js(model)
+    ))
+}
+
+/// Events of a Responses API stream, numbered by `sequence_number`.
+#[derive(Default)]
+struct ResponseEvents {
+    frames: Vec<Bytes>,
+    seq: u64,
+}
+
+impl ResponseEvents {
+    /// Adds `event: KIND` with data `{"type":KIND<fields>,"sequence_number":K}`;
+    /// `fields` is empty or starts with a comma.
+    fn push(&mut self, kind: &str, fields: &str) {
+        let data = format!(
+            "{{\"type\":\"{kind}\"{fields},\"sequence_number\":{}}}",
+            self.seq
+        );
+        self.frames.push(named_event(kind, &data));
+        self.seq += 1;
+    }
+
+    /// Adds the `stream-error` event.
+    fn push_error(&mut self) {
+        self.push(
+            "error",
+            ",\"code\":\"server_error\",\"message\":\"mock stream error\",\"param\":null",
+        );
+    }
+}
+
+/// A Responses API `response` object.
+fn response_object(
+    id_js: &str,
+    model_js: &str,
+    status: &str,
+    error: &str,
+    incomplete_details: &str,
+    output: &str,
+    usage: &str,
+) -> String {
+    format!(
+        "{{\"id\":{id_js},\"object\":\"response\",\"created_at\":{MOCK_CREATED},\"status\":\"{status}\",\"error\":{error},\"incomplete_details\":{incomplete_details},\"instructions\":null,\"max_output_tokens\":null,\"model\":{model_js},\"output\":{output},\"parallel_tool_calls\":true,\"previous_response_id\":null,\"reasoning\":{{\"effort\":null,\"summary\":null}},\"store\":true,\"temperature\":1.0,\"text\":{{\"format\":{{\"type\":\"text\"}}}},\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1.0,\"truncation\":\"disabled\",\"usage\":{usage},\"user\":null,\"metadata\":{{}}}}"
+    )
+}
+
+/// A Responses API `output_text` content part.
+fn output_text_part(text: &str) -> String {
+    format!(
+        "{{\"type\":\"output_text\",\"text\":{},\"annotations\":[],\"logprobs\":[]}}",
+        js(text)
+    )
+}
+
+/// A Responses API `message` output item.
+fn message_item(status: &str, content: &str) -> String {
+    format!(
+        "{{\"type\":\"message\",\"id\":\"msg_mock\",\"status\":\"{status}\",\"role\":\"assistant\",\"content\":[{content}]}}"
+    )
+}
+
+/// A Responses API `function_call` output item.
+fn function_call_item(name: &str, arguments: &str, status: &str) -> String {
+    format!(
+        "{{\"type\":\"function_call\",\"id\":\"fc_mock\",\"call_id\":\"call_mock_0\",\"name\":{},\"arguments\":{},\"status\":\"{status}\"}}",
+        js(name),
+        js(arguments)
+    )
+}
+
+/// Builds the Responses API response (`POST …/responses`).
+fn responses_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBody> {
+    use serde_json::Value;
+    let s = ctx.scenarios;
+    let model = req
+        .get("model")
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_MODEL);
+    let stream = req.get("stream").and_then(|v| v.as_bool()).unwrap_or(false);
+    let items = match req.get("input") {
+        Some(Value::String(_)) => 1,
+        Some(Value::Array(a)) => a.len(),
+        _ => 0,
+    };
+    let id_js = js(ctx.id(DEFAULT_RESPONSE_ID));
+    let model_js = js(&response_model(model));
+    let cached = ctx.num("x-mock-cached");
+    let reasoning = ctx.num("x-mock-reasoning");
+    let reply = ctx.reply(false);
+
+    let input_tokens = 7 + 3 * items as u64;
+    let output_tokens = reply.tokens() + reasoning;
+    let usage = format!(
+        "{{\"input_tokens\":{input_tokens},\"input_tokens_details\":{{\"cached_tokens\":{cached}}},\"output_tokens\":{output_tokens},\"output_tokens_details\":{{\"reasoning_tokens\":{reasoning}}},\"total_tokens\":{}}}",
+        input_tokens + output_tokens
+    );
+    let item_status = if s.incomplete {
+        "incomplete"
+    } else {
+        "completed"
+    };
+    let text = match reply {
+        Reply::Text(words) => reply_words(words).concat(),
+        _ => String::new(),
+    };
+    let final_item = match reply {
+        Reply::Tool(name) => function_call_item(name, TOOL_ARGS, item_status),
+        _ => message_item(item_status, &output_text_part(&text)),
+    };
+    let output = format!("[{final_item}]");
+    let (final_event, final_response) = if s.response_failed {
+        (
+            "response.failed",
+            response_object(
+                &id_js,
+                &model_js,
+                "failed",
+                r#"{"code":"server_error","message":"mock failure"}"#,
+                "null",
+                "[]",
+                "null",
+            ),
+        )
+    } else if s.incomplete {
+        (
+            "response.incomplete",
+            response_object(
+                &id_js,
+                &model_js,
+                "incomplete",
+                "null",
+                r#"{"reason":"max_output_tokens"}"#,
+                &output,
+                &usage,
+            ),
+        )
+    } else {
+        (
+            "response.completed",
+            response_object(
+                &id_js,
+                &model_js,
+                "completed",
+                "null",
+                "null",
+                &output,
+                &usage,
+            ),
+        )
+    };
+    if !stream {
+        return ctx.json(final_response);
+    }
+
+    let mut ev = ResponseEvents::default();
+    let pending = response_object(
+        &id_js,
+        &model_js,
+        "in_progress",
+        "null",
+        "null",
+        "[]",
+        "null",
+    );
+    ev.push("response.created", &format!(",\"response\":{pending}"));
+    ev.push("response.in_progress", &format!(",\"response\":{pending}"));
+    if s.response_failed {
+        ev.push(final_event, &format!(",\"response\":{final_response}"));
+        return ctx.sse(ev.frames);
+    }
+    match reply {
+        Reply::Tool(name) => {
+            let added = function_call_item(name, "", "in_progress");
+            ev.push(
+                "response.output_item.added",
+                &format!(",\"output_index\":0,\"item\":{added}"),
+            );
+            for fragment in TOOL_ARG_FRAGMENTS {
+                ev.push(
+                    "response.function_call_arguments.delta",
+                    &format!(
+                        ",\"item_id\":\"fc_mock\",\"output_index\":0,\"delta\":{}",
+                        js(fragment)
+                    ),
+                );
+                if s.stream_error {
+                    ev.push_error();
+                    return ctx.sse(ev.frames);
+                }
+            }
+            ev.push(
+                "response.function_call_arguments.done",
+                &format!(
+                    ",\"item_id\":\"fc_mock\",\"output_index\":0,\"arguments\":{}",
+                    js(TOOL_ARGS)
+                ),
+            );
+        }
+        _ => {
+            let added = message_item("in_progress", "");
+            ev.push(
+                "response.output_item.added",
+                &format!(",\"output_index\":0,\"item\":{added}"),
+            );
+            let at = ",\"item_id\":\"msg_mock\",\"output_index\":0,\"content_index\":0";
+            ev.push(
+                "response.content_part.added",
+                &format!("{at},\"part\":{}", output_text_part("")),
+            );
+            let words = match reply {
+                Reply::Text(words) => reply_words(words),
+                _ => Vec::new(),
+            };
+            for word in &words {
+                ev.push(
+                    "response.output_text.delta",
+                    &format!("{at},\"delta\":{},\"logprobs\":[]", js(word)),
+                );
+                if s.stream_error {
+                    break;
+                }
+            }
+            if s.stream_error {
+                ev.push_error();
+                return ctx.sse(ev.frames);
+            }
+            ev.push(
+                "response.output_text.done",
+                &format!("{at},\"text\":{},\"logprobs\":[]", js(&text)),
+            );
+            ev.push(
+                "response.content_part.done",
+                &format!("{at},\"part\":{}", output_text_part(&text)),
+            );
+        }
+    }
+    ev.push(
+        "response.output_item.done",
+        &format!(",\"output_index\":0,\"item\":{final_item}"),
+    );
+    ev.push(final_event, &format!(",\"response\":{final_response}"));
+    ctx.sse(ev.frames)
+}
+
+/// An Anthropic-style error response.
+fn anthropic_error_response(status: StatusCode, kind: &str, message: &str) -> Response<MockBody> {
+    let body = format!(
+        "{{\"type\":\"error\",\"error\":{{\"type\":{},\"message\":{}}}}}",
+        js(kind),
+        js(message)
+    );
+    json_response(status, Bytes::from(body))
+}
+
+/// The Anthropic `error:CODE` response.
+fn anthropic_error(code: u16) -> Response<MockBody> {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match code {
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        500..=599 => "api_error",
+        _ => "invalid_request_error",
+    };
+    anthropic_error_response(status, kind, &format!("mock error {code}"))
+}
+
+/// Builds the Anthropic Messages response (`POST …/messages`).
+fn messages_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBody> {
+    let model = req
+        .get("model")
+        .and_then(|v| v.as_str())
+        .unwrap_or(DEFAULT_ANTHROPIC_MODEL);
+    let stream = req.get("stream").and_then(|v| v.as_bool()).unwrap_or(false);
+    let id_js = js(ctx.id(DEFAULT_MESSAGE_ID));
+    let model_js = js(model);
+    let input = prompt_tokens(req);
+    let cache_write = ctx.num("x-mock-cache-write");
+    let cache_read = ctx.num("x-mock-cached");
+    let thinking = header_str(ctx.headers, "x-mock-thinking")
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let reply = ctx.reply(false);
+    let output = reply.tokens();
+    let stop_reason = match reply {
+        Reply::Tool(_) => "tool_use",
+        _ => "end_turn",
+    };
+    let usage = |output: u64| {
+        format!(
+            "{{\"input_tokens\":{input},\"cache_creation_input_tokens\":{cache_write},\"cache_read_input_tokens\":{cache_read},\"output_tokens\":{output}}}"
+        )
+    };
+    let message = |content: &str, stop_reason: &str, usage: &str| {
+        format!(
+            "{{\"id\":{id_js},\"type\":\"message\",\"role\":\"assistant\",\"model\":{model_js},\"content\":[{content}],\"stop_reason\":{stop_reason},\"stop_sequence\":null,\"usage\":{usage}}}"
+        )
+    };
+    let thinking_block = |text: &str, signature: &str| {
+        format!(
+            "{{\"type\":\"thinking\",\"thinking\":{},\"signature\":{}}}",
+            js(text),
+            js(signature)
+        )
+    };
+    let tool_block = |name: &str, input: &str| {
+        format!(
+            "{{\"type\":\"tool_use\",\"id\":\"toolu_mock_0\",\"name\":{},\"input\":{input}}}",
+            js(name)
+        )
+    };
+    let text_block = |text: &str| format!("{{\"type\":\"text\",\"text\":{}}}", js(text));
+
+    if !stream {
+        let mut blocks = Vec::with_capacity(2);
+        if thinking {
+            blocks.push(thinking_block(THINKING_TEXT, THINKING_SIGNATURE));
+        }
+        blocks.push(match reply {
+            Reply::Tool(name) => tool_block(name, TOOL_ARGS),
+            Reply::Text(words) => text_block(&reply_words(words).concat()),
+            Reply::Refusal => text_block(""),
+        });
+        return ctx.json(message(&blocks.join(","), &js(stop_reason), &usage(output)));
+    }
+
+    let mut frames = vec![named_event(
+        "message_start",
+        &format!(
+            "{{\"type\":\"message_start\",\"message\":{}}}",
+            message("", "null", &usage(1))
+        ),
+    )];
+    let mut index = 0;
+    let block_start = |frames: &mut Vec<Bytes>, index: usize, block: &str| {
+        frames.push(named_event(
+            "content_block_start",
+            &format!(
+                "{{\"type\":\"content_block_start\",\"index\":{index},\"content_block\":{block}}}"
+            ),
+        ));
+        if index == 0 {
+            frames.push(named_event("ping", r#"{"type": "ping"}"#));
+        }
+    };
+    let block_delta = |frames: &mut Vec<Bytes>, index: usize, delta: &str| {
+        frames.push(named_event(
+            "content_block_delta",
+            &format!("{{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{delta}}}"),
+        ));
+    };
+    let block_stop = |frames: &mut Vec<Bytes>, index: usize| {
+        frames.push(named_event(
+            "content_block_stop",
+            &format!("{{\"type\":\"content_block_stop\",\"index\":{index}}}"),
+        ));
+    };
+    if thinking {
+        block_start(&mut frames, index, &thinking_block("", ""));
+        block_delta(
+            &mut frames,
+            index,
+            &format!(
+                "{{\"type\":\"thinking_delta\",\"thinking\":{}}}",
+                js(THINKING_TEXT)
+            ),
+        );
+        block_delta(
+            &mut frames,
+            index,
+            &format!(
+                "{{\"type\":\"signature_delta\",\"signature\":{}}}",
+                js(THINKING_SIGNATURE)
+            ),
+        );
+        block_stop(&mut frames, index);
+        index += 1;
+    }
+    let deltas: Vec<String> = match reply {
+        Reply::Tool(name) => {
+            block_start(&mut frames, index, &tool_block(name, "{}"));
+            TOOL_ARG_FRAGMENTS
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{{\"type\":\"input_json_delta\",\"partial_json\":{}}}",
+                        js(f)
+                    )
+                })
+                .collect()
+        }
+        Reply::Text(words) => {
+            block_start(&mut frames, index, &text_block(""));
+            reply_words(words)
+                .iter()
+                .map(|w| format!("{{\"type\":\"text_delta\",\"text\":{}}}", js(w)))
+                .collect()
+        }
+        Reply::Refusal => {
+            block_start(&mut frames, index, &text_block(""));
+            Vec::new()
+        }
+    };
+    for delta in &deltas {
+        block_delta(&mut frames, index, delta);
+        if ctx.scenarios.stream_error {
+            break;
+        }
+    }
+    if ctx.scenarios.stream_error {
+        frames.push(Bytes::from_static(ANTHROPIC_STREAM_ERROR.as_bytes()));
+        return ctx.sse(frames);
+    }
+    block_stop(&mut frames, index);
+    frames.push(named_event(
+        "message_delta",
+        &format!(
+            "{{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":{},\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{output}}}}}",
+            js(stop_reason)
+        ),
+    ));
+    frames.push(named_event("message_stop", r#"{"type":"message_stop"}"#));
+    ctx.sse(frames)
 }
 
 /// The model name reported in responses: the requested model with
