@@ -65,6 +65,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Where spans are stored: `sqlite://PATH` (or a bare file path).
     pub database_url: String,
+    /// A TOML price file that adds to or overrides `config/pricing.toml`
+    /// (same format). Empty: the shipped prices only.
+    pub pricing_file: Option<PathBuf>,
     /// Span recording and the background writer.
     pub tracing: TracingConfig,
     /// Connections to providers.
@@ -164,6 +167,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
             database_url: "sqlite://data/llmtap.db".to_string(),
+            pricing_file: None,
             tracing: TracingConfig::default(),
             upstream: UpstreamConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -318,6 +322,9 @@ impl Config {
         }
         if let Some(v) = env.get("LLMTAP_DATABASE_URL") {
             self.database_url = v.clone();
+        }
+        if let Some(v) = env.get("LLMTAP_PRICING_FILE") {
+            self.pricing_file = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
         }
         for key in ["ENABLE_TRACING", "LLMTAP_TRACING_ENABLED"] {
             if let Some(v) = get_bool(env, key)? {

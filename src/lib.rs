@@ -13,6 +13,7 @@ pub mod decode;
 pub mod error;
 pub mod listener;
 pub mod observe;
+pub mod pricing;
 pub mod providers;
 pub mod proxy;
 pub mod router;
@@ -45,6 +46,8 @@ pub enum RunError {
     Store(#[from] store::StoreError),
     #[error("invalid routes: {0}")]
     Routes(String),
+    #[error("prices: {0}")]
+    Pricing(#[from] pricing::PricingError),
 }
 
 /// The listeners `run` serves; bound by the caller so tests can use port 0.
@@ -73,6 +76,12 @@ pub async fn run(
         } else {
             config.tracing.api_key_salt.clone()
         };
+        let prices = pricing::PriceTable::load(config.pricing_file.as_deref())?;
+        tracing::info!(
+            models = prices.len(),
+            checked = prices.checked(),
+            "Prices loaded"
+        );
         let sink = SpanSink::new(config.tracing.batch_size, config.tracing.queue_max_bytes);
         let batcher = tokio::spawn(sink::run_batcher(
             sink.clone(),
@@ -87,6 +96,7 @@ pub async fn run(
             max_capture_bytes: config.tracing.max_capture_bytes,
             max_parse_bytes: config.tracing.max_parse_bytes,
             api_key_salt: salt,
+            pricing: pricing::Pricing::new(prices),
         });
         recorder = Some((store, sink, batcher, recording));
     }

@@ -32,6 +32,7 @@ pub struct Recording {
     pub max_capture_bytes: usize,
     pub max_parse_bytes: usize,
     pub api_key_salt: String,
+    pub pricing: crate::pricing::Pricing,
 }
 
 /// Largest single SSE event the parser keeps (bigger ones are skipped).
@@ -394,14 +395,16 @@ impl Exchange {
                 }
             }
         }
-        let span = std::mem::replace(s, Span::start(0));
+        let mut span = std::mem::replace(s, Span::start(0));
         if estimate_output.is_none() && estimate_input.is_none() {
+            price(&self.rec, &mut span);
             self.rec.sink.send(span);
             return;
         }
         // Tokenizing is CPU work (and may load an encoder): off the path.
         let enc = tokens::encoding_for(span.model.as_deref());
         let endpoint = self.endpoint;
+        let rec = Arc::clone(&self.rec);
         self.rec.sink.send_after(span, move |s| {
             if let Some(counter) = estimate_output {
                 s.output_tokens = Some(counter.total() as i64);
@@ -413,8 +416,26 @@ impl Exchange {
                 s.input_tokens = Some(n);
                 s.tokens_estimated = true;
             }
+            price(&rec, s);
         });
     }
+}
+
+/// Fills `cost_usd` from the span's tokens (when it has any).
+fn price(rec: &Recording, s: &mut Span) {
+    if s.input_tokens.is_none() && s.output_tokens.is_none() {
+        return;
+    }
+    let tokens = crate::pricing::TokenCounts {
+        input: s.input_tokens.unwrap_or(0),
+        output: s.output_tokens.unwrap_or(0),
+        cached_input: s.cached_input_tokens.unwrap_or(0),
+        cache_write: s.cache_write_tokens.unwrap_or(0),
+        reasoning: s.reasoning_tokens.unwrap_or(0),
+    };
+    s.cost_usd = rec
+        .pricing
+        .price(s.response_model.as_deref(), s.model.as_deref(), &tokens);
 }
 
 impl Drop for Exchange {
@@ -569,6 +590,7 @@ mod tests {
             max_capture_bytes: 10,
             max_parse_bytes: 100,
             api_key_salt: "salt".into(),
+            pricing: crate::pricing::Pricing::new(crate::pricing::PriceTable::default()),
         };
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer sk-secret".parse().unwrap());

@@ -71,6 +71,20 @@ async fn json_response_bytes_are_identical_and_span_has_every_field() {
     assert_eq!(s["cached_input_tokens"], 3);
     assert_eq!(s["reasoning_tokens"], 0);
     assert_eq!(s["tokens_estimated"], 0);
+    // Priced from the response model with the shipped table.
+    let prices = llmtap::pricing::PriceTable::shipped().unwrap();
+    let tokens = llmtap::pricing::TokenCounts {
+        input: MOCK_PROMPT_TOKENS,
+        output: 5,
+        cached_input: 3,
+        cache_write: 0,
+        reasoning: 0,
+    };
+    let expected = prices.cost("gpt-4o-mini-2024-07-18", &tokens).unwrap();
+    assert!(
+        (s["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
+        "{s}"
+    );
     assert!(s["ttft_ms"].is_null(), "no TTFT for a non-streamed call");
     let (start, end) = (
         s["start_time"].as_i64().unwrap(),
