@@ -494,9 +494,40 @@ mod tests {
             config.shutdown.drain_timeout_ms,
             d.shutdown.drain_timeout_ms
         );
-        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.routes[0].prefix, "/v1");
         assert_eq!(config.routes[1].prefix, "/anthropic");
         assert!(config.routes[1].strip_prefix);
+        let providers: Vec<&str> = config
+            .routes
+            .iter()
+            .filter_map(|r| r.provider.as_deref())
+            .collect();
+        for p in [
+            "groq",
+            "mistral_ai",
+            "deepseek",
+            "gcp.gemini",
+            "vllm",
+            "ollama",
+            "openrouter",
+            "together_ai",
+        ] {
+            assert!(providers.contains(&p), "no example route for {p}");
+        }
+        // The Azure example is commented out (it needs a resource name);
+        // uncommented, it must be valid too.
+        let azure: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[routes]]"))
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let with_azure = Config::from_toml(&format!("{text}\n{azure}"), Path::new("x")).unwrap();
+        with_azure.validate().unwrap();
+        assert_eq!(
+            with_azure.routes.last().unwrap().provider.as_deref(),
+            Some("azure.ai.openai")
+        );
     }
 
     #[test]
