@@ -18,10 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::decode::Decoder;
 use crate::error::ProxyError;
-use crate::providers::{self, Endpoint, RequestFacts, ResponseFacts, StreamParser};
+use crate::providers::{self, Endpoint, EventStream, RequestFacts, ResponseFacts, StreamParser};
 use crate::sink::SpanSink;
 use crate::span::{self, Span, SpanStatus};
-use crate::sse::SseParser;
 use crate::tee::{End, Observer};
 use crate::tokens::{self, Encoding};
 
@@ -263,10 +262,7 @@ impl Exchange {
             None
         };
         let mode = match stream {
-            Some(stream) => Mode::Sse {
-                parser: SseParser::new(MAX_SSE_EVENT_BYTES),
-                stream: Box::new(stream),
-            },
+            Some(stream) => Mode::Sse(Box::new(EventStream::new(stream, MAX_SSE_EVENT_BYTES))),
             None if !ok || self.endpoint.parses_request() => Mode::Json {
                 buf: Vec::new(),
                 seen: 0,
@@ -464,10 +460,7 @@ impl Outcome {
 
 enum Mode {
     /// A streamed chat completion.
-    Sse {
-        parser: SseParser,
-        stream: Box<StreamParser>,
-    },
+    Sse(Box<EventStream>),
     /// A JSON body (or an error body) parsed whole at the end, if it fits.
     Json { buf: Vec<u8>, seen: usize },
     /// Timing and status only.
@@ -521,11 +514,11 @@ impl Observer for ResponseObserver {
                 c.buf.extend_from_slice(&piece[..piece.len().min(room)]);
             }
             match mode {
-                Mode::Sse { parser, stream } => parser.feed(piece, &mut |event| {
-                    if stream.on_event(event.event, event.data) && ttft.is_none() {
+                Mode::Sse(stream) => {
+                    if stream.feed(piece) && ttft.is_none() {
                         *ttft = Some(started.elapsed());
                     }
-                }),
+                }
                 Mode::Json { buf, seen } => {
                     *seen += piece.len();
                     let room = max_parse.saturating_sub(buf.len());
@@ -540,7 +533,7 @@ impl Observer for ResponseObserver {
         let ok = (200..300).contains(&self.status);
         let mut stream_incomplete = false;
         let response = match std::mem::replace(&mut self.mode, Mode::Skip) {
-            Mode::Sse { stream, .. } => {
+            Mode::Sse(stream) => {
                 let done = stream.saw_end();
                 let facts = stream.finish();
                 stream_incomplete = end == End::Complete

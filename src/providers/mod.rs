@@ -314,6 +314,45 @@ impl StreamParser {
     }
 }
 
+/// SSE bytes to span fields: the SSE parser feeding a format's stream
+/// parser. Fed frame by frame; frame boundaries never change the result.
+#[derive(Debug)]
+pub struct EventStream {
+    sse: crate::sse::SseParser,
+    parser: StreamParser,
+}
+
+impl EventStream {
+    /// `max_event_bytes` caps one event (larger ones are skipped).
+    pub fn new(parser: StreamParser, max_event_bytes: usize) -> Self {
+        EventStream {
+            sse: crate::sse::SseParser::new(max_event_bytes),
+            parser,
+        }
+    }
+
+    /// Feeds (decoded) bytes. Returns true when any completed event carried
+    /// generated content.
+    pub fn feed(&mut self, bytes: &[u8]) -> bool {
+        let parser = &mut self.parser;
+        let mut content = false;
+        self.sse.feed(bytes, &mut |event| {
+            content |= parser.on_event(event.event, event.data);
+        });
+        content
+    }
+
+    /// True when the stream reached its protocol-level end.
+    pub fn saw_end(&self) -> bool {
+        self.parser.saw_end()
+    }
+
+    /// The span fields seen so far.
+    pub fn finish(self) -> ResponseFacts {
+        self.parser.finish()
+    }
+}
+
 /// Reads `{"error": {"message", "type"|"code"}}` (OpenAI and Anthropic both
 /// use this shape), or a bare string `error`.
 pub fn parse_error_body(body: &[u8]) -> Option<ApiError> {
