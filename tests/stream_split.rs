@@ -18,13 +18,15 @@ struct Recorded {
     bytes: Vec<u8>,
 }
 
-/// (format, path, headers, body) of each recorded stream.
-fn cases() -> Vec<(
+/// (format, path, headers, body) of one recorded stream.
+type Case = (
     Format,
     &'static str,
     Vec<(&'static str, &'static str)>,
     &'static str,
-)> {
+);
+
+fn cases() -> Vec<Case> {
     let chat =
         r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
     let chat_usage = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"n":2}"#;
