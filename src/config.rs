@@ -105,6 +105,10 @@ pub struct TracingConfig {
     /// Salt for `api_key_hash`. Empty = a random salt generated once and kept
     /// in the store, so hashes are stable across restarts.
     pub api_key_salt: String,
+    /// Opt-in: add `stream_options.include_usage` to streamed chat requests
+    /// that lack it (for exact token counts) and remove the extra usage chunk
+    /// from what the client receives. Off: traffic is never altered.
+    pub exact_stream_usage: bool,
 }
 
 /// Connections to providers.
@@ -189,6 +193,7 @@ impl Default for TracingConfig {
             max_capture_bytes: 64 * 1024,
             max_parse_bytes: 8 * 1024 * 1024,
             api_key_salt: String::new(),
+            exact_stream_usage: false,
         }
     }
 }
@@ -354,6 +359,9 @@ impl Config {
         }
         if let Some(v) = get(env, "LLMTAP_MAX_CAPTURE_BYTES")? {
             self.tracing.max_capture_bytes = v;
+        }
+        if let Some(v) = get_bool(env, "LLMTAP_EXACT_STREAM_USAGE")? {
+            self.tracing.exact_stream_usage = v;
         }
         if let Some(v) = env.get("LLMTAP_API_KEY_SALT") {
             self.tracing.api_key_salt = v.clone();

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod exact_usage;
 pub mod listener;
 pub mod observe;
 pub mod pricing;
@@ -97,6 +98,7 @@ pub async fn run(
             max_parse_bytes: config.tracing.max_parse_bytes,
             api_key_salt: salt,
             pricing: pricing::Pricing::new(prices),
+            exact_stream_usage: config.tracing.exact_stream_usage,
         });
         recorder = Some((store, sink, batcher, recording));
     }

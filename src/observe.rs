@@ -32,6 +32,8 @@ pub struct Recording {
     pub max_parse_bytes: usize,
     pub api_key_salt: String,
     pub pricing: crate::pricing::Pricing,
+    /// See `exact_usage`.
+    pub exact_stream_usage: bool,
 }
 
 /// Largest single SSE event the parser keeps (bigger ones are skipped).
@@ -163,6 +165,8 @@ pub struct Exchange {
     /// names none.
     path_model: Option<String>,
     request: Arc<Mutex<RequestSide>>,
+    /// llmtap asked for the usage chunk (see `exact_usage`).
+    injected_usage: bool,
     done: bool,
 }
 
@@ -212,6 +216,7 @@ impl Exchange {
             endpoint,
             path_model: providers::model_from_path(upstream_path).map(str::to_string),
             request: side,
+            injected_usage: false,
             done: false,
         };
         (exchange, observer)
@@ -236,6 +241,31 @@ impl Exchange {
         self.finish(outcome);
     }
 
+    /// The endpoint being called.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// Whether exact stream usage applies to this exchange.
+    pub fn wants_exact_usage(&self) -> bool {
+        self.rec.exact_stream_usage && self.endpoint == Endpoint::Chat
+    }
+
+    /// Most bytes of a body the observers parse.
+    pub fn max_parse_bytes(&self) -> usize {
+        self.rec.max_parse_bytes
+    }
+
+    /// Marks that llmtap added `include_usage` to the request.
+    pub fn set_injected_usage(&mut self) {
+        self.injected_usage = true;
+    }
+
+    /// True when llmtap added `include_usage` to the request.
+    pub fn injected_usage(&self) -> bool {
+        self.injected_usage
+    }
+
     /// Builds the response observer that will finish this exchange.
     pub fn into_response_observer(self, status: u16, headers: &HeaderMap) -> ResponseObserver {
         let content_type = headers
@@ -252,7 +282,7 @@ impl Exchange {
             let f = side.facts.as_ref();
             (
                 f.and_then(|f| f.model.clone()),
-                !f.is_some_and(|f| f.include_usage),
+                !self.injected_usage && !f.is_some_and(|f| f.include_usage),
             )
         };
         let enc = tokens::encoding_for(model.as_deref());
@@ -417,9 +447,11 @@ impl Exchange {
     }
 }
 
-/// Fills `cost_usd` from the span's tokens (when it has any).
+/// Fills `cost_usd` from the span's tokens, for billed calls (LLM calls and
+/// embeddings; token counting, for one, is free).
 fn price(rec: &Recording, s: &mut Span) {
-    if s.input_tokens.is_none() && s.output_tokens.is_none() {
+    let billed = matches!(s.operation_type.as_str(), "llm_call" | "embedding");
+    if !billed || (s.input_tokens.is_none() && s.output_tokens.is_none()) {
         return;
     }
     let tokens = crate::pricing::TokenCounts {
@@ -584,6 +616,7 @@ mod tests {
             max_parse_bytes: 100,
             api_key_salt: "salt".into(),
             pricing: crate::pricing::Pricing::new(crate::pricing::PriceTable::default()),
+            exact_stream_usage: false,
         };
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer sk-secret".parse().unwrap());

@@ -13,6 +13,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::error::ProxyError;
+use crate::exact_usage::{self, StripUsage};
 use crate::observe::{Exchange, Recording, ResponseObserver};
 use crate::providers::Endpoint;
 use crate::router::Router;
@@ -20,8 +21,13 @@ use crate::span;
 use crate::tee::Tee;
 use crate::upstream::{self, Upstream, UpstreamBody};
 
-/// What the client receives.
-pub type ProxyBody = Either<Either<Incoming, Tee<Incoming, ResponseObserver>>, Full<Bytes>>;
+/// The upstream's response as the client receives it.
+type Passed = Either<Incoming, Tee<Incoming, ResponseObserver>>;
+
+/// What the client receives: the upstream's body (teed or not, stripped of
+/// an injected usage chunk or not), or llmtap's own JSON error.
+pub type ProxyBody =
+    Either<Either<Passed, StripUsage<Tee<Incoming, ResponseObserver>>>, Full<Bytes>>;
 
 /// The request handler. Shared by all connections.
 pub struct Proxy {
@@ -63,11 +69,11 @@ impl Proxy {
         let route = &matched.route;
         let label = format!("{}://{}", route.upstream.scheme, route.upstream.authority);
 
-        let (exchange, body): (Option<Exchange>, UpstreamBody) = match &self.recording {
+        let (mut exchange, body): (Option<Exchange>, UpstreamBody) = match &self.recording {
             Some(rec) => {
                 let endpoint =
                     Endpoint::classify(route.format, &parts.method, &matched.upstream_path);
-                let (exchange, observer) = Exchange::start(
+                let (mut exchange, observer) = Exchange::start(
                     Arc::clone(rec),
                     started,
                     span::now_us(),
@@ -79,9 +85,30 @@ impl Proxy {
                     &matched.upstream_path,
                     &parts.headers,
                 );
-                (Some(exchange), Either::Right(Tee::new(body, observer)))
+                if exchange.wants_exact_usage() {
+                    match read_and_inject(&mut parts, body, observer, exchange.max_parse_bytes())
+                        .await
+                    {
+                        Ok((injected, bytes)) => {
+                            if injected {
+                                exchange.set_injected_usage();
+                            }
+                            (Some(exchange), Either::Right(Full::new(bytes)))
+                        }
+                        Err(e) => {
+                            // The client's upload failed: it is gone.
+                            drop(exchange);
+                            return e.to_response().map(Either::Right);
+                        }
+                    }
+                } else {
+                    (
+                        Some(exchange),
+                        Either::Left(Either::Right(Tee::new(body, observer))),
+                    )
+                }
             }
-            None => (None, Either::Left(body)),
+            None => (None, Either::Left(Either::Left(body))),
         };
 
         upstream::request_headers(&mut parts.headers);
@@ -94,13 +121,24 @@ impl Proxy {
                 let (mut parts, body) = resp.into_parts();
                 upstream::response_headers(&mut parts.headers);
                 parts.version = Version::HTTP_11;
-                let body = match exchange {
+                let strip = exchange.as_ref().is_some_and(|e| {
+                    e.injected_usage()
+                        && parts.status.is_success()
+                        && is_event_stream(&parts.headers)
+                });
+                let body = match exchange.take() {
                     Some(exchange) => {
                         let observer =
                             exchange.into_response_observer(parts.status.as_u16(), &parts.headers);
-                        Either::Right(Tee::new(body, observer))
+                        let teed = Tee::new(body, observer);
+                        if strip {
+                            parts.headers.remove(http::header::CONTENT_LENGTH);
+                            Either::Right(StripUsage::new(teed))
+                        } else {
+                            Either::Left(Either::Right(teed))
+                        }
                     }
-                    None => Either::Left(body),
+                    None => Either::Left(Either::Left(body)),
                 };
                 Response::from_parts(parts, Either::Left(body))
             }
@@ -113,5 +151,64 @@ impl Proxy {
                 resp
             }
         }
+    }
+}
+
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// For `exact_stream_usage`: reads a (declared, small, unencoded) request
+/// body whole, shows it to the request observer as the client sent it, and
+/// returns the body to forward — with `include_usage` added when that
+/// applies (`true`), otherwise unchanged.
+async fn read_and_inject(
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    mut observer: crate::observe::RequestObserver,
+    max: usize,
+) -> Result<(bool, Bytes), ProxyError> {
+    use crate::tee::{End, Observer};
+    use http_body_util::BodyExt;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let encoded = parts.headers.contains_key(http::header::CONTENT_ENCODING);
+    let limited = http_body_util::Limited::new(body, max);
+    let bytes = match limited.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            observer.on_end(End::Error(e.to_string()));
+            return Err(ProxyError::BadRequest(format!(
+                "request body could not be read: {e}"
+            )));
+        }
+    };
+    observer.on_data(&bytes);
+    observer.on_end(End::Complete);
+    let injected = match declared {
+        Some(n) if n == bytes.len() && !encoded => exact_usage::inject(&bytes),
+        _ => None,
+    };
+    match injected {
+        Some(new) => {
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(new.len()),
+            );
+            // The usage chunk is removed from plain text only.
+            parts.headers.insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static("identity"),
+            );
+            Ok((true, new))
+        }
+        None => Ok((false, bytes)),
     }
 }

@@ -100,9 +100,16 @@ const WINDOW: usize = 16 * 1024;
 const MAX_UNCOUNTED: usize = 4 << 20;
 
 impl StreamCounter {
-    /// A counter; starts loading the encoder in the background.
+    /// A counter for text that will probably be counted: starts loading the
+    /// encoder in the background.
     pub fn new(enc: Encoding) -> Self {
         preload(enc);
+        StreamCounter::standby(enc)
+    }
+
+    /// A counter for text that will probably not be needed (the provider
+    /// is expected to report usage): never loads the encoder by itself.
+    pub fn standby(enc: Encoding) -> Self {
         StreamCounter {
             enc,
             pending: String::new(),

@@ -22,9 +22,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 
-/// What the client sends upstream: the client's body, teed or not.
-pub type UpstreamBody =
-    http_body_util::Either<Incoming, crate::tee::Tee<Incoming, crate::observe::RequestObserver>>;
+/// What the client sends upstream: the client's body, teed or not, or a
+/// body llmtap read whole (only with `exact_stream_usage`).
+pub type UpstreamBody = http_body_util::Either<
+    http_body_util::Either<Incoming, crate::tee::Tee<Incoming, crate::observe::RequestObserver>>,
+    http_body_util::Full<bytes::Bytes>,
+>;
 
 /// See the module docs.
 #[derive(Clone)]

@@ -658,3 +658,49 @@ async fn admin_healthz_answers() {
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.json()["ready"], true);
 }
+
+#[tokio::test]
+async fn exact_stream_usage_asks_for_usage_and_hides_it_from_the_client() {
+    let h = Harness::start_with(|c| c.tracing.exact_stream_usage = true).await;
+    let c = client();
+    let body = chat_body(true, false);
+    let hdr = [("x-mock-words", "9"), ("accept-encoding", "gzip")];
+    // Direct, the client's request as it is: no usage chunk, no "usage":null.
+    let direct = post(
+        &c,
+        &h.direct("/v1/chat/completions"),
+        &[("x-mock-words", "9")],
+        &body,
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&direct.body).contains("usage"));
+    let via = post(&c, &h.url("/v1/chat/completions"), &hdr, &body).await;
+    assert_eq!(via.status, StatusCode::OK);
+    assert_eq!(
+        via.body, direct.body,
+        "the client must get what it would have got"
+    );
+    // The provider was asked for usage (and for an uncompressed stream).
+    let sent = h.mock.state.last_request().unwrap();
+    let sent_json: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(sent_json["stream_options"]["include_usage"], true);
+    assert_eq!(
+        sent.headers["content-length"],
+        sent.body.len().to_string().as_str()
+    );
+    assert_eq!(sent.headers["accept-encoding"], "identity");
+    let s = h.one_span().await;
+    assert_eq!(s["tokens_estimated"], 0);
+    assert_eq!(s["output_tokens"], 9);
+    assert_eq!(s["input_tokens"], MOCK_PROMPT_TOKENS);
+    // The span keeps the client's request as the client sent it.
+    assert_eq!(s["request_body"].as_str().unwrap(), body);
+
+    // A request that already asks for usage, or does not stream, is untouched.
+    for b in [chat_body(true, true), chat_body(false, false)] {
+        let direct = post(&c, &h.direct("/v1/chat/completions"), &[], &b).await;
+        let via = post(&c, &h.url("/v1/chat/completions"), &[], &b).await;
+        assert_eq!(via.body, direct.body);
+        assert_eq!(&h.mock.state.last_request().unwrap().body[..], b.as_bytes());
+    }
+}

@@ -232,7 +232,7 @@ impl MessagesStream {
             facts: ResponseFacts::default(),
             usage: AUsage::default(),
             final_usage: false,
-            counter: StreamCounter::new(enc),
+            counter: StreamCounter::standby(enc),
             calls: Vec::new(),
             done: false,
             malformed_events: 0,

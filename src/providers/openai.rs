@@ -308,8 +308,8 @@ pub fn parse_embeddings_response(body: &[u8]) -> Option<ResponseFacts> {
 #[derive(Debug)]
 pub struct ChatStream {
     facts: ResponseFacts,
-    /// Counts generated text when the stream may end without usage.
-    counter: Option<StreamCounter>,
+    /// Generated text, counted only if the stream ends without usage.
+    counter: StreamCounter,
     /// Tool calls by (choice, index), assembled from fragments.
     calls: Vec<((usize, usize), ToolCall)>,
     /// `data: [DONE]` was seen.
@@ -319,12 +319,17 @@ pub struct ChatStream {
 }
 
 impl ChatStream {
-    /// `count_text`: keep an estimate of output tokens (when the request did
-    /// not ask for a usage chunk).
-    pub fn new(enc: Encoding, count_text: bool) -> Self {
+    /// `likely_estimated`: the request did not ask for a usage chunk, so the
+    /// output will probably be estimated (the text is kept either way, for a
+    /// stream cut before its usage chunk).
+    pub fn new(enc: Encoding, likely_estimated: bool) -> Self {
         ChatStream {
             facts: ResponseFacts::default(),
-            counter: count_text.then(|| StreamCounter::new(enc)),
+            counter: if likely_estimated {
+                StreamCounter::new(enc)
+            } else {
+                StreamCounter::standby(enc)
+            },
             calls: Vec::new(),
             done: false,
             malformed_events: 0,
@@ -372,9 +377,7 @@ impl ChatStream {
             for text in texts.chain([&choice.text]).flatten() {
                 if !text.is_empty() {
                     content = true;
-                    if let Some(c) = &mut self.counter {
-                        c.push(text);
-                    }
+                    self.counter.push(text);
                 }
             }
             let Some(delta) = &choice.delta else { continue };
@@ -400,10 +403,8 @@ impl ChatStream {
                     if let Some(args) = &f.arguments {
                         push_capped(&mut slot.arguments, args, MAX_TOOL_ARGS);
                     }
-                    if let Some(c) = &mut self.counter {
-                        for text in [&f.name, &f.arguments].into_iter().flatten() {
-                            c.push(text);
-                        }
+                    for text in [&f.name, &f.arguments].into_iter().flatten() {
+                        self.counter.push(text);
                     }
                 }
             }
@@ -414,7 +415,7 @@ impl ChatStream {
     /// The span fields seen so far (a cut stream keeps what it saw).
     pub fn finish(mut self) -> ResponseFacts {
         if self.facts.usage.output.is_none() {
-            self.facts.output_text = self.counter.take();
+            self.facts.output_text = Some(self.counter);
         }
         self.facts.tool_calls = self.calls.into_iter().map(|(_, c)| c).collect();
         self.facts

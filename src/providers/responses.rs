@@ -239,7 +239,7 @@ impl ResponsesStream {
     pub fn new(enc: Encoding) -> Self {
         ResponsesStream {
             facts: ResponseFacts::default(),
-            counter: StreamCounter::new(enc),
+            counter: StreamCounter::standby(enc),
             calls: Vec::new(),
             done: false,
             malformed_events: 0,
