@@ -491,6 +491,24 @@ mod tests {
     }
 
     #[test]
+    fn a_100_mb_line_costs_no_more_than_the_event_cap() {
+        let parser = StreamParser::for_endpoint(Endpoint::Chat, Encoding::O200k, true).unwrap();
+        let cap = 64 * 1024;
+        let mut s = EventStream::new(parser, cap);
+        s.feed(b"data: {\"id\":\"");
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..100 {
+            s.feed(&chunk);
+            // The parser holds at most the cap, whatever arrives.
+            assert!(format!("{:?}", s.sse).len() < 8 * cap);
+        }
+        s.feed(b"\"}\n\ndata: {\"id\":\"after\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\ndata: [DONE]\n\n");
+        assert!(s.saw_end());
+        let f = s.finish();
+        assert_eq!(f.response_id.as_deref(), Some("after"));
+    }
+
+    #[test]
     fn capped_push_respects_char_boundaries() {
         let mut s = String::new();
         push_capped(&mut s, "héllo", 2);

@@ -1,0 +1,57 @@
+//! Fuzzes every parser of untrusted bytes: the SSE parser feeding each
+//! format's stream parser (with the input split at a fuzzer-chosen point),
+//! every whole-body JSON extractor, the request parser, the input
+//! estimators, the error-body reader and the content decoders. None may
+//! panic; memory is bounded by the parsers' own caps.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use llmtap::config::Format;
+use llmtap::decode::Decoder;
+use llmtap::providers::{self, Endpoint, EventStream, StreamParser};
+use llmtap::tokens::Encoding;
+
+const ENDPOINTS: [Endpoint; 6] = [
+    Endpoint::Chat,
+    Endpoint::Completions,
+    Endpoint::Responses,
+    Endpoint::Embeddings,
+    Endpoint::Messages,
+    Endpoint::CountTokens,
+];
+
+fuzz_target!(|data: &[u8]| {
+    if data.is_empty() {
+        return;
+    }
+    let selector = data[0];
+    let body = &data[1..];
+    let endpoint = ENDPOINTS[(selector as usize) % ENDPOINTS.len()];
+    let split = if body.is_empty() { 0 } else { (selector as usize * 7) % body.len() };
+
+    // Streams, fed in two pieces.
+    if let Some(parser) = StreamParser::for_endpoint(endpoint, Encoding::O200k, selector & 1 == 0) {
+        let mut s = EventStream::new(parser, 64 * 1024);
+        s.feed(&body[..split]);
+        s.feed(&body[split..]);
+        let _ = s.saw_end();
+        let _ = s.finish();
+    }
+    // Whole bodies.
+    let _ = providers::parse_response(endpoint, body, Encoding::O200k);
+    let _ = providers::parse_request(body);
+    let _ = providers::parse_error_body(body);
+    if selector & 2 == 0 {
+        let _ = providers::estimate_input(endpoint, body, Encoding::O200k);
+    }
+    let _ = Endpoint::classify(Format::Openai, &http::Method::POST, &String::from_utf8_lossy(body));
+    let _ = llmtap::exact_usage::inject(body);
+    // Decoders (bounded output).
+    for enc in ["gzip", "deflate", "br", "zstd"] {
+        let mut d = Decoder::new(Some(enc), 1 << 20);
+        let mut total = 0usize;
+        d.feed(&body[..split], &mut |p| total += p.len());
+        d.feed(&body[split..], &mut |p| total += p.len());
+        assert!(total <= 1 << 20);
+    }
+});
