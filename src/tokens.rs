@@ -78,12 +78,83 @@ pub fn preload(enc: Encoding) {
     });
 }
 
+/// Pieces longer than this are counted without the cache.
+const MAX_CACHED_PIECE: usize = 32;
+/// Entries per encoding per thread before the cache is cleared.
+const MAX_CACHE_ENTRIES: usize = 32 * 1024;
+
+thread_local! {
+    /// Token counts of pre-tokenized pieces (words with their leading
+    /// space, numbers, punctuation runs). Generated text repeats them
+    /// constantly, and a piece's count never changes, so the cache keeps
+    /// counts exact while skipping most BPE work.
+    static PIECES: std::cell::RefCell<[std::collections::HashMap<Box<str>, u32, FxBuild>; 2]> =
+        std::cell::RefCell::new([Default::default(), Default::default()]);
+}
+
 /// Number of tokens in `text` (special tokens counted as plain text).
 pub fn count(enc: Encoding, text: &str) -> usize {
     if text.is_empty() {
         return 0;
     }
-    bpe(enc).count(text)
+    let tok = bpe(enc);
+    let normalized = tok.normalize(text);
+    PIECES.with(|caches| {
+        let mut caches = caches.borrow_mut();
+        let cache = &mut caches[enc as usize];
+        let mut n = 0usize;
+        for piece in tok.split(normalized.as_str()) {
+            if piece.len() > MAX_CACHED_PIECE {
+                n += tok.bpe.count(piece.as_bytes());
+                continue;
+            }
+            n += match cache.get(piece) {
+                Some(&k) => k as usize,
+                None => {
+                    let k = tok.bpe.count(piece.as_bytes());
+                    if cache.len() >= MAX_CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                    cache.insert(piece.into(), k as u32);
+                    k
+                }
+            };
+        }
+        n
+    })
+}
+
+/// FxHash (rustc's hasher): a multiply-rotate hash, fast on short keys.
+/// Fine here: the keys are our own cache's, and a collision only costs a
+/// probe.
+#[derive(Default, Clone, Copy)]
+struct FxBuild;
+
+struct Fx(u64);
+
+impl std::hash::BuildHasher for FxBuild {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(0)
+    }
+}
+
+impl std::hash::Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Counts tokens of text that arrives in pieces, holding about `WINDOW`
@@ -167,6 +238,19 @@ mod tests {
         assert_eq!(count(Encoding::O200k, "Hello, world!"), 4);
         assert_eq!(count(Encoding::Cl100k, "Hello, world!"), 4);
         assert_eq!(count(Encoding::O200k, ""), 0);
+    }
+
+    #[test]
+    fn cached_counts_equal_uncached_bpe() {
+        let text =
+            "The quick brown fox — 12345 résumé naïve {\"a\": [1,2]}\n\n  spaces   and\ttabs 🎉 "
+                .repeat(50);
+        let direct = bpe(Encoding::O200k).count(text.as_str());
+        assert_eq!(count(Encoding::O200k, &text), direct);
+        // Twice: the second run is served from the cache.
+        assert_eq!(count(Encoding::O200k, &text), direct);
+        let direct = bpe(Encoding::Cl100k).count(text.as_str());
+        assert_eq!(count(Encoding::Cl100k, &text), direct);
     }
 
     #[test]
