@@ -74,6 +74,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Zero-code trace structure (see `stitch`).
+    pub stitching: StitchingConfig,
     /// Routes by path prefix; the first (longest) matching prefix wins.
     pub routes: Vec<RouteConfig>,
 }
@@ -126,6 +128,32 @@ pub struct UpstreamConfig {
     pub pool_max_idle_per_host: usize,
 }
 
+/// Zero-code trace structure: multi-turn chats and agent loops joined into
+/// one trace, tool calls as spans.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StitchingConfig {
+    /// Join requests that extend an earlier exchange into its trace, and
+    /// write `tool_call` spans. Explicit context (`traceparent`) always wins.
+    pub enabled: bool,
+    /// How long an exchange (or a tool call waiting for its result) stays
+    /// joinable, in seconds; calls whose results never come are written
+    /// `cancelled` then.
+    pub ttl_secs: u64,
+    /// Most exchanges (and, apart, most pending tool calls) remembered.
+    pub max_entries: usize,
+}
+
+impl Default for StitchingConfig {
+    fn default() -> Self {
+        StitchingConfig {
+            enabled: true,
+            ttl_secs: 1800,
+            max_entries: 100_000,
+        }
+    }
+}
+
 /// Graceful shutdown.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -175,6 +203,7 @@ impl Default for Config {
             tracing: TracingConfig::default(),
             upstream: UpstreamConfig::default(),
             shutdown: ShutdownConfig::default(),
+            stitching: StitchingConfig::default(),
             routes: default_routes(),
         }
     }
@@ -366,6 +395,9 @@ impl Config {
         if let Some(v) = env.get("LLMTAP_API_KEY_SALT") {
             self.tracing.api_key_salt = v.clone();
         }
+        if let Some(v) = get_bool(env, "LLMTAP_STITCHING")? {
+            self.stitching.enabled = v;
+        }
         if let Some(v) = get(env, "LLMTAP_DRAIN_TIMEOUT_MS")? {
             self.shutdown.drain_timeout_ms = v;
         }
@@ -420,6 +452,18 @@ impl Config {
         if t.enabled {
             crate::store::StoreUrl::parse(&self.database_url)
                 .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
+        }
+        if self.stitching.ttl_secs == 0 {
+            return Err(ConfigError::invalid(
+                "stitching.ttl_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.stitching.max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "stitching.max_entries",
+                "must be at least 1",
+            ));
         }
         if self.routes.is_empty() {
             return Err(ConfigError::invalid(

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod context;
 pub mod decode;
 pub mod error;
 pub mod exact_usage;
@@ -21,6 +22,7 @@ pub mod router;
 pub mod sink;
 pub mod span;
 pub mod sse;
+pub mod stitch;
 pub mod store;
 pub mod tee;
 pub mod tokens;
@@ -99,7 +101,28 @@ pub async fn run(
             api_key_salt: salt,
             pricing: pricing::Pricing::new(prices),
             exact_stream_usage: config.tracing.exact_stream_usage,
+            context_stats: context::ContextStats::default(),
+            index: config.stitching.enabled.then(|| {
+                stitch::Index::new(
+                    Duration::from_secs(config.stitching.ttl_secs),
+                    config.stitching.max_entries,
+                )
+            }),
         });
+        if recording.index.is_some() {
+            // Tool calls whose results never come are written `cancelled`.
+            let rec = Arc::clone(&recording);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    if rec.sink.is_closed() {
+                        return;
+                    }
+                    observe::expire_tool_calls(&rec, false);
+                }
+            });
+        }
         recorder = Some((store, sink, batcher, recording));
     }
 
@@ -157,7 +180,9 @@ pub async fn run(
         Duration::from_millis(config.shutdown.drain_timeout_ms),
     )
     .await;
-    if let Some((store, sink, batcher, _)) = recorder {
+    if let Some((store, sink, batcher, recording)) = recorder {
+        // Tool calls still waiting for a result will never get one now.
+        observe::expire_tool_calls(&recording, true);
         sink.close();
         let _ = batcher.await;
         let stats = sink.stats();

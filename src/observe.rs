@@ -16,11 +16,13 @@ use bytes::Bytes;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
+use crate::context::Explicit;
 use crate::decode::Decoder;
 use crate::error::ProxyError;
 use crate::providers::{self, Endpoint, EventStream, RequestFacts, ResponseFacts, StreamParser};
 use crate::sink::SpanSink;
 use crate::span::{self, Span, SpanStatus};
+use crate::stitch::{self, PendingCall, Turn};
 use crate::tee::{End, Observer};
 use crate::tokens::{self, Encoding};
 
@@ -34,6 +36,10 @@ pub struct Recording {
     pub pricing: crate::pricing::Pricing,
     /// See `exact_usage`.
     pub exact_stream_usage: bool,
+    /// Header values dropped for not being UTF-8.
+    pub context_stats: crate::context::ContextStats,
+    /// The stitching index (`None` when stitching is off).
+    pub index: Option<crate::stitch::Index>,
 }
 
 /// Largest single SSE event the parser keeps (bigger ones are skipped).
@@ -70,11 +76,22 @@ pub struct RequestSide {
     body: Option<Bytes>,
     captured: Option<String>,
     end: Option<End>,
+    /// The earlier exchange this request continues (zero-code stitching).
+    stitched: Option<Turn>,
+    /// Chain value of the request's whole history (the key of this
+    /// exchange, with the reply appended, for the next turn).
+    chain: Option<u64>,
 }
 
 /// Tees the client's request body.
 pub struct RequestObserver {
     side: Arc<Mutex<RequestSide>>,
+    /// For stitching: the recorder, the chain seed, whether the caller's
+    /// traceparent decides the trace, and when the request arrived.
+    rec: Arc<Recording>,
+    seed: u64,
+    explicit_trace: bool,
+    start_us: i64,
     endpoint: Endpoint,
     decoder: Decoder,
     buf: Vec<u8>,
@@ -88,8 +105,11 @@ impl RequestObserver {
     fn new(
         side: Arc<Mutex<RequestSide>>,
         endpoint: Endpoint,
-        rec: &Recording,
+        rec: &Arc<Recording>,
         encoding: Option<&str>,
+        seed: u64,
+        explicit_trace: bool,
+        start_us: i64,
     ) -> Self {
         let capture = rec.capture_bodies.then_some(rec.max_capture_bytes);
         let parse = if endpoint.parses_request() {
@@ -99,6 +119,10 @@ impl RequestObserver {
         };
         RequestObserver {
             side,
+            rec: Arc::clone(rec),
+            seed,
+            explicit_trace,
+            start_us,
             endpoint,
             decoder: Decoder::new(encoding, MAX_DECODED_BYTES),
             buf: Vec::new(),
@@ -134,8 +158,32 @@ impl Observer for RequestObserver {
         let captured = self
             .capture
             .map(|max| capture_text(&self.buf, self.seen, max));
+        // Zero-code stitching: which earlier exchange this one continues, and
+        // which pending tool calls it carries the results of.
+        let mut stitched = None;
+        let mut chain = None;
+        if let (Some(index), true) = (&self.rec.index, parsable) {
+            if let Some(conv) = providers::conversation(self.endpoint, &self.buf) {
+                for (call, result) in index.take_calls(self.seed, &conv.results) {
+                    let span = tool_span(
+                        &self.rec,
+                        &call,
+                        self.start_us,
+                        SpanStatus::Completed,
+                        Some(&result.content),
+                    );
+                    self.rec.sink.send(span);
+                }
+                if !self.explicit_trace {
+                    stitched = index.find(self.seed, &conv);
+                }
+                chain = conv.chains(self.seed).last().copied();
+            }
+        }
         let body = (parsable && facts.is_some()).then(|| Bytes::from(self.buf));
         let mut side = self.side.lock().unwrap_or_else(|p| p.into_inner());
+        side.stitched = stitched;
+        side.chain = chain;
         side.facts = facts;
         side.body = body;
         side.captured = captured;
@@ -165,6 +213,10 @@ pub struct Exchange {
     /// names none.
     path_model: Option<String>,
     request: Arc<Mutex<RequestSide>>,
+    /// What the caller's headers say.
+    explicit: Explicit,
+    /// The stitching chain seed (API key hash + route).
+    seed: u64,
     /// llmtap asked for the usage chunk (see `exact_usage`).
     injected_usage: bool,
     done: bool,
@@ -208,7 +260,17 @@ impl Exchange {
         let encoding = headers
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
-        let observer = RequestObserver::new(Arc::clone(&side), endpoint, &rec, encoding);
+        let explicit = crate::context::from_headers(headers, &rec.context_stats);
+        let seed = stitch::seed(span.api_key_hash.as_deref(), route);
+        let observer = RequestObserver::new(
+            Arc::clone(&side),
+            endpoint,
+            &rec,
+            encoding,
+            seed,
+            explicit.traceparent.is_some(),
+            start_us,
+        );
         let exchange = Exchange {
             rec,
             span,
@@ -216,6 +278,8 @@ impl Exchange {
             endpoint,
             path_model: providers::model_from_path(upstream_path).map(str::to_string),
             request: side,
+            explicit,
+            seed,
             injected_usage: false,
             done: false,
         };
@@ -331,6 +395,25 @@ impl Exchange {
 
         let mut side = self.request.lock().unwrap_or_else(|p| p.into_inner());
         let side = std::mem::take(&mut *side);
+        // Where the span belongs: the caller's traceparent, else the exchange
+        // this one continues, else the new trace it was born with.
+        let e = &self.explicit;
+        if let Some(tp) = &e.traceparent {
+            s.trace_id.clone_from(&tp.trace_id);
+            s.parent_span_id = Some(tp.parent_span_id.clone());
+        } else if let Some(t) = &side.stitched {
+            s.trace_id.clone_from(&t.trace_id);
+            s.parent_span_id = Some(t.root_span_id.clone());
+        }
+        s.session_id.clone_from(&e.session_id);
+        // A header names the user first; the body's user field after.
+        s.user_id.clone_from(&e.user_id);
+        s.conversation_id = e
+            .conversation_id
+            .clone()
+            .or_else(|| side.stitched.as_ref().map(|t| t.conversation_id.clone()))
+            .or_else(|| side.chain.is_some().then(|| s.trace_id.clone()));
+        s.properties = e.properties_json();
         s.model = self.path_model.take();
         if let Some(f) = &side.facts {
             if f.model.is_some() {
@@ -402,7 +485,55 @@ impl Exchange {
         // Response fields and tokens (none are billed for HTTP errors).
         let mut estimate_output = None;
         let mut estimate_input = None;
+        let mut expired = Vec::new();
         if let Some(r) = o.response {
+            if let (Some(index), SpanStatus::Completed) = (&self.rec.index, s.status) {
+                // Remember this turn for the next one, and its tool calls
+                // until their results arrive.
+                let turn = Turn {
+                    trace_id: s.trace_id.clone(),
+                    root_span_id: side
+                        .stitched
+                        .as_ref()
+                        .map_or_else(|| s.span_id.clone(), |t| t.root_span_id.clone()),
+                    conversation_id: s
+                        .conversation_id
+                        .clone()
+                        .unwrap_or_else(|| s.trace_id.clone()),
+                };
+                let key = side
+                    .chain
+                    .zip(r.assistant_digest)
+                    .map(|(c, d)| stitch::chain(c, d));
+                let by_id = (self.endpoint == Endpoint::Responses)
+                    .then_some(r.response_id.as_deref())
+                    .flatten();
+                if key.is_some() || by_id.is_some() {
+                    expired.extend(index.register(key, by_id, turn));
+                }
+                let calls: Vec<PendingCall> = r
+                    .tool_calls
+                    .iter()
+                    .filter(|c| !c.id.is_empty())
+                    .map(|c| PendingCall {
+                        call_id: c.id.clone(),
+                        name: c.name.clone(),
+                        arguments: c.arguments.clone(),
+                        trace_id: s.trace_id.clone(),
+                        parent_span_id: s.span_id.clone(),
+                        conversation_id: s.conversation_id.clone(),
+                        session_id: s.session_id.clone(),
+                        user_id: s.user_id.clone(),
+                        api_key_hash: s.api_key_hash.clone(),
+                        provider: s.provider.clone(),
+                        route: s.route.clone(),
+                        asked_at_us: s.end_time_us,
+                    })
+                    .collect();
+                if !calls.is_empty() {
+                    expired.extend(index.add_calls(self.seed, calls));
+                }
+            }
             s.response_id = r.response_id;
             s.response_model = r.response_model;
             s.finish_reason = r.finish_reason;
@@ -422,6 +553,11 @@ impl Exchange {
             }
         }
         let mut span = std::mem::replace(s, Span::start(0));
+        let now = span::now_us();
+        for call in expired {
+            let cancelled = tool_span(&self.rec, &call, now, SpanStatus::Cancelled, None);
+            self.rec.sink.send(cancelled);
+        }
         if estimate_output.is_none() && estimate_input.is_none() {
             price(&self.rec, &mut span);
             self.rec.sink.send(span);
@@ -445,6 +581,64 @@ impl Exchange {
             price(&rec, s);
         });
     }
+}
+
+/// The span of a tool call: from the response that asked for it to the
+/// request that carried its result (`completed`), or to the moment the
+/// index gave up waiting (`cancelled`).
+fn tool_span(
+    rec: &Recording,
+    call: &PendingCall,
+    end_us: i64,
+    status: SpanStatus,
+    result: Option<&str>,
+) -> Span {
+    let mut s = Span::start(call.asked_at_us);
+    s.trace_id.clone_from(&call.trace_id);
+    s.parent_span_id = Some(call.parent_span_id.clone());
+    s.name = format!("execute_tool {}", call.name);
+    s.operation_type = "tool_call".into();
+    s.provider.clone_from(&call.provider);
+    s.route.clone_from(&call.route);
+    s.status = status;
+    if status == SpanStatus::Cancelled {
+        s.error_type = Some("tool_result_missing".into());
+        s.error_message = Some("no request carried this tool call's result in time".into());
+    }
+    s.end_time_us = end_us.max(call.asked_at_us);
+    s.duration_ms = (s.end_time_us - s.start_time_us) as f64 / 1000.0;
+    s.conversation_id.clone_from(&call.conversation_id);
+    s.session_id.clone_from(&call.session_id);
+    s.user_id.clone_from(&call.user_id);
+    s.api_key_hash.clone_from(&call.api_key_hash);
+    s.properties = Some(
+        serde_json::json!({"gen_ai.tool.call.id": call.call_id, "gen_ai.tool.name": call.name})
+            .to_string(),
+    );
+    if rec.capture_bodies {
+        let cap = |t: &str| capture_text(t.as_bytes(), t.len(), rec.max_capture_bytes);
+        s.request_body = Some(cap(&call.arguments));
+        s.response_body = result.map(cap);
+    }
+    s
+}
+
+/// Writes the tool calls whose results never came as `cancelled`: those
+/// past the stitching TTL, or all of them (`all`, at shutdown).
+pub fn expire_tool_calls(rec: &Recording, all: bool) -> usize {
+    let Some(index) = &rec.index else { return 0 };
+    let calls = if all {
+        index.drain_calls()
+    } else {
+        index.sweep()
+    };
+    let now = span::now_us();
+    let n = calls.len();
+    for call in calls {
+        rec.sink
+            .send(tool_span(rec, &call, now, SpanStatus::Cancelled, None));
+    }
+    n
 }
 
 /// Fills `cost_usd` from the span's tokens, for billed calls (LLM calls and
@@ -617,6 +811,8 @@ mod tests {
             api_key_salt: "salt".into(),
             pricing: crate::pricing::Pricing::new(crate::pricing::PriceTable::default()),
             exact_stream_usage: false,
+            context_stats: Default::default(),
+            index: None,
         };
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer sk-secret".parse().unwrap());

@@ -150,7 +150,8 @@ impl SpanSink {
         self.queue.notify.notify_one();
     }
 
-    fn is_closed(&self) -> bool {
+    /// True once `close` was called.
+    pub fn is_closed(&self) -> bool {
         self.queue.closed.load(Ordering::SeqCst)
     }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::{
     push_capped, ErrorObject, ResponseFacts, ToolCall, Usage, MAX_TOOL_ARGS, MAX_TOOL_CALLS,
 };
+use crate::stitch::{self, Conversation, Msg, TextDigest, ToolResult};
 use crate::tokens::{self, Encoding, StreamCounter};
 
 #[derive(Deserialize, Default, Clone, Copy, Debug)]
@@ -101,6 +102,77 @@ fn tool_call(b: &Block<'_>) -> ToolCall {
     }
 }
 
+/// A Messages request's history (`system`, then `messages`), reduced for
+/// stitching. Text blocks count; thinking blocks do not (clients may drop
+/// them); tool_use and tool_result ids do.
+pub fn conversation(v: &serde_json::Value) -> Option<Conversation> {
+    let mut conv = Conversation::default();
+    if let Some(system) = v.get("system") {
+        let mut text = TextDigest::default();
+        super::digest_content(&mut text, Some(system));
+        conv.msgs.push(Msg {
+            digest: stitch::message_digest("system", &text, &[]),
+            is_assistant: false,
+        });
+    }
+    for m in v.get("messages")?.as_array()? {
+        let role = m.get("role").and_then(|r| r.as_str()).unwrap_or("");
+        let mut text = TextDigest::default();
+        let mut ids = Vec::new();
+        match m.get("content") {
+            Some(serde_json::Value::Array(blocks)) => {
+                for b in blocks {
+                    match b.get("type").and_then(|t| t.as_str()) {
+                        Some("text") => {
+                            if let Some(t) = b.get("text").and_then(|t| t.as_str()) {
+                                text.separate();
+                                text.push(t);
+                            }
+                        }
+                        Some("tool_use") => {
+                            if let Some(id) = b.get("id").and_then(|i| i.as_str()) {
+                                ids.push(id.to_string());
+                            }
+                        }
+                        Some("tool_result") => {
+                            if let Some(id) = b.get("tool_use_id").and_then(|i| i.as_str()) {
+                                ids.push(id.to_string());
+                                conv.results.push(ToolResult {
+                                    call_id: id.to_string(),
+                                    content: super::result_text(b.get("content")),
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            other => super::digest_content(&mut text, other),
+        }
+        conv.msgs.push(Msg {
+            digest: stitch::message_digest(role, &text, &ids),
+            is_assistant: role == "assistant",
+        });
+    }
+    Some(conv)
+}
+
+fn reply_digest<'a>(blocks: impl Iterator<Item = &'a Block<'a>>) -> u64 {
+    let mut text = TextDigest::default();
+    let mut ids = Vec::new();
+    for b in blocks {
+        match b.kind.as_deref() {
+            Some("text") => {
+                text.separate();
+                text.push(b.text.as_deref().unwrap_or(""));
+            }
+            Some("tool_use") => ids.push(b.id.as_deref().unwrap_or("").to_string()),
+            _ => {}
+        }
+    }
+    stitch::message_digest("assistant", &text, &ids)
+}
+
 /// Span fields of a non-streamed message.
 pub fn parse_response(body: &[u8], enc: Encoding) -> Option<ResponseFacts> {
     let m: MessageObj = serde_json::from_slice(body).ok()?;
@@ -118,6 +190,7 @@ pub fn parse_response(body: &[u8], enc: Encoding) -> Option<ResponseFacts> {
         finish_reason: m.stop_reason,
         usage: usage.to_usage(),
         tool_calls,
+        assistant_digest: Some(reply_digest(blocks.iter())),
         ..ResponseFacts::default()
     };
     if facts.usage.output.is_none() {
@@ -221,6 +294,9 @@ pub struct MessagesStream {
     final_usage: bool,
     counter: StreamCounter,
     calls: Vec<(usize, ToolCall)>,
+    /// The reply's text blocks and tool ids, for its digest.
+    text: TextDigest,
+    ids: Vec<String>,
     /// `message_stop` (or an `error` event) was seen.
     pub done: bool,
     pub malformed_events: u64,
@@ -234,6 +310,8 @@ impl MessagesStream {
             final_usage: false,
             counter: StreamCounter::standby(enc),
             calls: Vec::new(),
+            text: TextDigest::default(),
+            ids: Vec::new(),
             done: false,
             malformed_events: 0,
         }
@@ -261,6 +339,16 @@ impl MessagesStream {
             }
             "content_block_start" => {
                 if let Some(b) = &ev.content_block {
+                    match b.kind.as_deref() {
+                        Some("text") => self.text.separate(),
+                        Some("tool_use") => {
+                            self.ids.push(b.id.as_deref().unwrap_or("").to_string())
+                        }
+                        _ => {}
+                    }
+                    if let Some(t) = b.text.as_deref() {
+                        self.text.push(t);
+                    }
                     if b.kind.as_deref() == Some("tool_use") && self.calls.len() < MAX_TOOL_CALLS {
                         self.calls
                             .push((ev.index.unwrap_or(self.calls.len()), tool_call(b)));
@@ -274,6 +362,9 @@ impl MessagesStream {
             }
             "content_block_delta" => {
                 let Some(d) = &ev.delta else { return false };
+                if let Some(t) = &d.text {
+                    self.text.push(t);
+                }
                 let mut content = false;
                 for text in [&d.text, &d.thinking].into_iter().flatten() {
                     if !text.is_empty() {
@@ -325,6 +416,8 @@ impl MessagesStream {
             self.facts.output_text = Some(self.counter);
         }
         self.facts.usage = usage;
+        self.facts.assistant_digest =
+            Some(stitch::message_digest("assistant", &self.text, &self.ids));
         self.facts.tool_calls = self.calls.into_iter().map(|(_, c)| c).collect();
         self.facts
     }

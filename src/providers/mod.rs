@@ -186,6 +186,65 @@ pub fn parse_request(body: &[u8]) -> Option<RequestFacts> {
     })
 }
 
+/// The request's history, reduced for stitching (`None` for formats that
+/// have none).
+pub fn conversation(endpoint: Endpoint, body: &[u8]) -> Option<crate::stitch::Conversation> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match endpoint {
+        Endpoint::Chat => openai::conversation(&v),
+        Endpoint::Messages => anthropic::conversation(&v),
+        Endpoint::Responses => responses::conversation(&v),
+        _ => None,
+    }
+}
+
+/// Most bytes of one tool result kept.
+pub const MAX_TOOL_RESULT: usize = 64 * 1024;
+
+/// The text of a message `content`: a string, or the `text` of its parts
+/// (blocks joined by a separator), into a digest.
+pub(crate) fn digest_content(
+    d: &mut crate::stitch::TextDigest,
+    content: Option<&serde_json::Value>,
+) {
+    match content {
+        Some(serde_json::Value::String(s)) => d.push(s),
+        Some(serde_json::Value::Array(parts)) => {
+            for p in parts {
+                let kind = p.get("type").and_then(|t| t.as_str()).unwrap_or("text");
+                if matches!(kind, "text" | "input_text" | "output_text") {
+                    if let Some(t) = p.get("text").and_then(|t| t.as_str()) {
+                        d.separate();
+                        d.push(t);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A tool result's content as text (string, or the text of its parts),
+/// capped.
+pub(crate) fn result_text(content: Option<&serde_json::Value>) -> String {
+    let mut out = String::new();
+    match content {
+        Some(serde_json::Value::String(s)) => push_capped(&mut out, s, MAX_TOOL_RESULT),
+        Some(serde_json::Value::Array(parts)) => {
+            for p in parts {
+                if let Some(t) = p.get("text").and_then(|t| t.as_str()) {
+                    push_capped(&mut out, t, MAX_TOOL_RESULT);
+                }
+            }
+        }
+        Some(other) if !other.is_null() => {
+            push_capped(&mut out, &other.to_string(), MAX_TOOL_RESULT)
+        }
+        _ => {}
+    }
+    out
+}
+
 /// Estimated input tokens of a request, for when the response reports none.
 pub fn estimate_input(endpoint: Endpoint, body: &[u8], enc: Encoding) -> Option<i64> {
     match endpoint {
@@ -245,6 +304,9 @@ pub struct ResponseFacts {
     /// The generated text seen, to estimate output tokens from when `usage`
     /// has no output count (counted later, off the request path).
     pub output_text: Option<StreamCounter>,
+    /// Digest of the assistant's reply as the next request will repeat it
+    /// (see `stitch`). `None` for formats stitched by response id.
+    pub assistant_digest: Option<u64>,
 }
 
 /// Span fields of a whole (non-streamed, 2xx) JSON response.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::{
     push_capped, ErrorObject, ResponseFacts, ToolCall, Usage, MAX_TOOL_ARGS, MAX_TOOL_CALLS,
 };
+use crate::stitch::{self, Conversation, Msg, TextDigest, ToolResult};
 use crate::tokens::{self, Encoding, StreamCounter};
 
 // === wire types (only the fields llmtap reads; unknown fields ignored) ===
@@ -223,6 +224,36 @@ pub fn estimate_prompt_input(body: &[u8], enc: Encoding) -> Option<i64> {
     Some(count(enc, p) as i64)
 }
 
+/// A chat request's messages, reduced for stitching.
+pub fn conversation(v: &serde_json::Value) -> Option<Conversation> {
+    let messages = v.get("messages")?.as_array()?;
+    let mut conv = Conversation::default();
+    for m in messages {
+        let role = m.get("role").and_then(|r| r.as_str()).unwrap_or("");
+        let mut text = TextDigest::default();
+        super::digest_content(&mut text, m.get("content"));
+        let mut ids: Vec<String> = m
+            .get("tool_calls")
+            .and_then(|c| c.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("id").and_then(|i| i.as_str()).map(str::to_string))
+            .collect();
+        if let Some(id) = m.get("tool_call_id").and_then(|i| i.as_str()) {
+            ids.push(id.to_string());
+            conv.results.push(ToolResult {
+                call_id: id.to_string(),
+                content: super::result_text(m.get("content")),
+            });
+        }
+        conv.msgs.push(Msg {
+            digest: stitch::message_digest(role, &text, &ids),
+            is_assistant: role == "assistant",
+        });
+    }
+    Some(conv)
+}
+
 // === whole responses ===
 
 /// Span fields of a non-streamed chat (or legacy completion) response.
@@ -239,6 +270,19 @@ pub fn parse_chat_response(body: &[u8], enc: Encoding) -> Option<ResponseFacts> 
     };
     let choices = r.choices.unwrap_or_default();
     facts.finish_reason = choices.iter().find_map(|c| c.finish_reason.clone());
+    if let Some(m) = choices.first().and_then(|c| c.message.as_ref()) {
+        let mut text = TextDigest::default();
+        if let Some(c) = &m.content {
+            text.push(c);
+        }
+        let ids: Vec<String> = m
+            .tool_calls
+            .iter()
+            .flatten()
+            .filter_map(|c| c.id.as_deref().map(str::to_string))
+            .collect();
+        facts.assistant_digest = Some(stitch::message_digest("assistant", &text, &ids));
+    }
     let want_text = facts.usage.output.is_none() && facts.error.is_none();
     let mut counter = want_text.then(|| StreamCounter::new(enc));
     let mut push = |text: &str| {
@@ -312,6 +356,9 @@ pub struct ChatStream {
     counter: StreamCounter,
     /// Tool calls by (choice, index), assembled from fragments.
     calls: Vec<((usize, usize), ToolCall)>,
+    /// The first choice's content, for the reply's digest.
+    text: TextDigest,
+    saw_choice: bool,
     /// `data: [DONE]` was seen.
     pub done: bool,
     /// Events whose data was not a JSON chunk.
@@ -331,6 +378,8 @@ impl ChatStream {
                 StreamCounter::standby(enc)
             },
             calls: Vec::new(),
+            text: TextDigest::default(),
+            saw_choice: false,
             done: false,
             malformed_events: 0,
         }
@@ -416,6 +465,16 @@ impl ChatStream {
     pub fn finish(mut self) -> ResponseFacts {
         if self.facts.usage.output.is_none() {
             self.facts.output_text = Some(self.counter);
+        }
+        if self.saw_choice {
+            let ids: Vec<String> = self
+                .calls
+                .iter()
+                .filter(|((choice, _), _)| *choice == 0)
+                .map(|(_, c)| c.id.clone())
+                .collect();
+            self.facts.assistant_digest =
+                Some(stitch::message_digest("assistant", &self.text, &ids));
         }
         self.facts.tool_calls = self.calls.into_iter().map(|(_, c)| c).collect();
         self.facts

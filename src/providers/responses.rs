@@ -10,6 +10,7 @@ use super::{
     push_capped, ApiError, ErrorObject, ResponseFacts, ToolCall, Usage, MAX_TOOL_ARGS,
     MAX_TOOL_CALLS,
 };
+use crate::stitch::{Conversation, ToolResult};
 use crate::tokens::{self, Encoding, StreamCounter};
 
 #[derive(Deserialize, Default)]
@@ -180,6 +181,34 @@ pub fn estimate_input(body: &[u8], enc: Encoding) -> Option<i64> {
         total += tokens::count(enc, &tools.to_string());
     }
     Some(total as i64 + 3)
+}
+
+/// A Responses request, for stitching: chained by `previous_response_id`;
+/// its `function_call_output` items are tool results.
+pub fn conversation(v: &serde_json::Value) -> Option<Conversation> {
+    let mut conv = Conversation {
+        previous_response_id: v
+            .get("previous_response_id")
+            .and_then(|i| i.as_str())
+            .map(str::to_string),
+        ..Conversation::default()
+    };
+    for item in v
+        .get("input")
+        .and_then(|i| i.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if item.get("type").and_then(|t| t.as_str()) == Some("function_call_output") {
+            if let Some(id) = item.get("call_id").and_then(|i| i.as_str()) {
+                conv.results.push(ToolResult {
+                    call_id: id.to_string(),
+                    content: super::result_text(item.get("output")),
+                });
+            }
+        }
+    }
+    Some(conv)
 }
 
 /// Span fields of a non-streamed response object.
