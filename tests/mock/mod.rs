@@ -53,7 +53,8 @@
 //! * `x-mock-tool-call: NAME` — the assistant calls tool `NAME` with
 //!   arguments [`TOOL_ARGS`] (`{"city":"Paris"}`, streamed as the fragments
 //!   [`TOOL_ARG_FRAGMENTS`]) instead of replying with text; the reply counts
-//!   9 output tokens and `x-mock-words` is ignored. Chat (id `call_mock_0`,
+//!   9 output tokens and `x-mock-words` is ignored. `x-mock-call-id: ID`
+//!   replaces the call id below (all three formats). Chat (id `call_mock_0`,
 //!   finish reason `tool_calls`), responses (item `fc_mock`, call id
 //!   `call_mock_0`) and Anthropic (block `toolu_mock_0`, stop reason
 //!   `tool_use`).
@@ -649,7 +650,10 @@ impl Ctx<'_> {
     /// where `refusal_allowed`, with the `refusal` scenario) or text.
     fn reply(&self, refusal_allowed: bool) -> Reply<'_> {
         match header_str(self.headers, "x-mock-tool-call").filter(|n| !n.is_empty()) {
-            Some(name) => Reply::Tool(name),
+            Some(name) => Reply::Tool(
+                name,
+                header_str(self.headers, "x-mock-call-id").unwrap_or(""),
+            ),
             None if refusal_allowed && self.scenarios.refusal => Reply::Refusal,
             None => Reply::Text(self.words()),
         }
@@ -695,7 +699,8 @@ enum Reply<'a> {
     /// [`reply_words`] of that many words.
     Text(usize),
     /// One call of the named tool with [`TOOL_ARGS`].
-    Tool(&'a str),
+    /// A tool call: (name, call id; empty = the format's default id).
+    Tool(&'a str, &'a str),
     /// The chat refusal ([`REFUSAL_DELTAS`]).
     Refusal,
 }
@@ -705,7 +710,7 @@ impl Reply<'_> {
     fn tokens(self) -> u64 {
         match self {
             Reply::Text(words) => words as u64,
-            Reply::Tool(_) => TOOL_CALL_TOKENS,
+            Reply::Tool(..) => TOOL_CALL_TOKENS,
             Reply::Refusal => REFUSAL_TOKENS,
         }
     }
@@ -772,7 +777,7 @@ fn chat_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBody> {
     let completion = reply.tokens() * n as u64 + reasoning;
     let usage = usage_json(prompt_tokens(req), completion, cached, reasoning);
     let finish = match reply {
-        Reply::Tool(_) => "tool_calls",
+        Reply::Tool(..) => "tool_calls",
         _ => "stop",
     };
 
@@ -819,8 +824,9 @@ fn chat_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBody> {
             "{{\"role\":\"assistant\",\"content\":{},\"refusal\":null}}",
             js(&reply_words(words).concat())
         ),
-        Reply::Tool(name) => format!(
-            "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"id\":\"call_mock_0\",\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":{}}}}}],\"refusal\":null}}",
+        Reply::Tool(name, id) => format!(
+            "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"id\":{},\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":{}}}}}],\"refusal\":null}}",
+            js(or_default(id, "call_mock_0")),
             js(name),
             js(TOOL_ARGS)
         ),
@@ -861,9 +867,10 @@ fn chat_deltas(reply: Reply<'_>) -> Vec<String> {
             );
             deltas
         }
-        Reply::Tool(name) => {
+        Reply::Tool(name, id) => {
             let mut deltas = vec![format!(
-                "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"index\":0,\"id\":\"call_mock_0\",\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":\"\"}}}}],\"refusal\":null}}",
+                "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"index\":0,\"id\":{},\"type\":\"function\",\"function\":{{\"name\":{},\"arguments\":\"\"}}}}],\"refusal\":null}}",
+                js(or_default(id, "call_mock_0")),
                 js(name)
             )];
             deltas.extend(TOOL_ARG_FRAGMENTS.iter().map(|f| {
@@ -1066,10 +1073,20 @@ fn message_item(status: &str, content: &str) -> String {
     )
 }
 
+/// `value`, or `default` when it is empty.
+fn or_default<'a>(value: &'a str, default: &'a str) -> &'a str {
+    if value.is_empty() {
+        default
+    } else {
+        value
+    }
+}
+
 /// A Responses API `function_call` output item.
-fn function_call_item(name: &str, arguments: &str, status: &str) -> String {
+fn function_call_item(name: &str, call_id: &str, arguments: &str, status: &str) -> String {
     format!(
-        "{{\"type\":\"function_call\",\"id\":\"fc_mock\",\"call_id\":\"call_mock_0\",\"name\":{},\"arguments\":{},\"status\":\"{status}\"}}",
+        "{{\"type\":\"function_call\",\"id\":\"fc_mock\",\"call_id\":{},\"name\":{},\"arguments\":{},\"status\":\"{status}\"}}",
+        js(or_default(call_id, "call_mock_0")),
         js(name),
         js(arguments)
     )
@@ -1111,7 +1128,7 @@ fn responses_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBo
         _ => String::new(),
     };
     let final_item = match reply {
-        Reply::Tool(name) => function_call_item(name, TOOL_ARGS, item_status),
+        Reply::Tool(name, id) => function_call_item(name, id, TOOL_ARGS, item_status),
         _ => message_item(item_status, &output_text_part(&text)),
     };
     let output = format!("[{final_item}]");
@@ -1176,8 +1193,8 @@ fn responses_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBo
         return ctx.sse(ev.frames);
     }
     match reply {
-        Reply::Tool(name) => {
-            let added = function_call_item(name, "", "in_progress");
+        Reply::Tool(name, id) => {
+            let added = function_call_item(name, id, "", "in_progress");
             ev.push(
                 "response.output_item.added",
                 &format!(",\"output_index\":0,\"item\":{added}"),
@@ -1288,7 +1305,7 @@ fn messages_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBod
     let reply = ctx.reply(false);
     let output = reply.tokens();
     let stop_reason = match reply {
-        Reply::Tool(_) => "tool_use",
+        Reply::Tool(..) => "tool_use",
         _ => "end_turn",
     };
     let usage = |output: u64| {
@@ -1308,9 +1325,10 @@ fn messages_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBod
             js(signature)
         )
     };
-    let tool_block = |name: &str, input: &str| {
+    let tool_block = |name: &str, id: &str, input: &str| {
         format!(
-            "{{\"type\":\"tool_use\",\"id\":\"toolu_mock_0\",\"name\":{},\"input\":{input}}}",
+            "{{\"type\":\"tool_use\",\"id\":{},\"name\":{},\"input\":{input}}}",
+            js(or_default(id, "toolu_mock_0")),
             js(name)
         )
     };
@@ -1322,7 +1340,7 @@ fn messages_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBod
             blocks.push(thinking_block(THINKING_TEXT, THINKING_SIGNATURE));
         }
         blocks.push(match reply {
-            Reply::Tool(name) => tool_block(name, TOOL_ARGS),
+            Reply::Tool(name, id) => tool_block(name, id, TOOL_ARGS),
             Reply::Text(words) => text_block(&reply_words(words).concat()),
             Reply::Refusal => text_block(""),
         });
@@ -1382,8 +1400,8 @@ fn messages_response(ctx: &Ctx<'_>, req: &serde_json::Value) -> Response<MockBod
         index += 1;
     }
     let deltas: Vec<String> = match reply {
-        Reply::Tool(name) => {
-            block_start(&mut frames, index, &tool_block(name, "{}"));
+        Reply::Tool(name, id) => {
+            block_start(&mut frames, index, &tool_block(name, id, "{}"));
             TOOL_ARG_FRAGMENTS
                 .iter()
                 .map(|f| {
