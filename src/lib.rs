@@ -13,6 +13,7 @@ pub mod context;
 pub mod decode;
 pub mod error;
 pub mod exact_usage;
+pub mod hierarchy;
 pub mod listener;
 pub mod observe;
 pub mod pricing;

@@ -10,7 +10,8 @@ use rand::Rng;
 
 /// How a span ended. (`running` exists only in memory, before the span is
 /// written.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SpanStatus {
     Running,
     Completed,
@@ -19,6 +20,17 @@ pub enum SpanStatus {
 }
 
 impl SpanStatus {
+    /// The stored name back into a status.
+    pub fn parse(s: &str) -> Option<SpanStatus> {
+        Some(match s {
+            "running" => SpanStatus::Running,
+            "completed" => SpanStatus::Completed,
+            "failed" => SpanStatus::Failed,
+            "cancelled" => SpanStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SpanStatus::Running => "running",
@@ -30,7 +42,7 @@ impl SpanStatus {
 }
 
 /// One span, as stored. Times are microseconds since the Unix epoch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Span {
     pub trace_id: String,
     pub span_id: String,

@@ -118,6 +118,40 @@ async fn an_openai_agent_loop_is_one_trace_with_a_tool_span() {
     let spans = h.spans(4).await;
     let refs: Vec<&Value> = spans.iter().collect();
     assert_agent_trace(&refs, "call_A1", 150.0);
+
+    // The hierarchy the API serves, from the real store.
+    let url = llmtap::store::StoreUrl::parse(&format!("sqlite://{}", h.db.display())).unwrap();
+    let store = llmtap::store::Store::open(&url).await.unwrap();
+    let trace = store
+        .trace(spans[0]["trace_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let tree = llmtap::hierarchy::assemble(trace).unwrap();
+    assert_eq!(tree.roots.len(), 1);
+    let root = &tree.roots[0];
+    let kids: Vec<&str> = root.children.iter().map(|n| n.span.name.as_str()).collect();
+    assert_eq!(
+        kids,
+        vec![
+            "execute_tool get_weather",
+            "chat gpt-4o-mini",
+            "chat gpt-4o-mini"
+        ]
+    );
+    assert_eq!(
+        (
+            tree.totals.llm_calls,
+            tree.totals.tool_calls,
+            tree.totals.span_count
+        ),
+        (3, 1, 4)
+    );
+    let tokens: i64 = spans
+        .iter()
+        .map(|s| s["output_tokens"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(tree.totals.output_tokens, tokens);
+    assert!(tree.totals.cost_usd.unwrap() > 0.0);
 }
 
 #[tokio::test]

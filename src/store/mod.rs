@@ -81,6 +81,13 @@ impl Store {
         }
     }
 
+    /// Every span of a trace, by start time.
+    pub async fn trace(&self, trace_id: &str) -> Result<Vec<Span>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.trace(trace_id).await,
+        }
+    }
+
     /// The install's salt for API key hashes: created once, then kept.
     pub async fn salt(&self) -> Result<String, StoreError> {
         match self {
