@@ -140,8 +140,12 @@ pub struct StitchingConfig {
     /// joinable, in seconds; calls whose results never come are written
     /// `cancelled` then.
     pub ttl_secs: u64,
-    /// Most exchanges (and, apart, most pending tool calls) remembered.
+    /// Most exchanges remembered (about 420 bytes each).
     pub max_entries: usize,
+    /// Most tool calls waiting for their results (about 1.2 KB each plus
+    /// their arguments, capped at 8 KiB); past it the oldest are written
+    /// `cancelled`.
+    pub max_pending_calls: usize,
 }
 
 impl Default for StitchingConfig {
@@ -149,7 +153,8 @@ impl Default for StitchingConfig {
         StitchingConfig {
             enabled: true,
             ttl_secs: 1800,
-            max_entries: 100_000,
+            max_entries: 50_000,
+            max_pending_calls: 10_000,
         }
     }
 }

@@ -107,6 +107,7 @@ pub async fn run(
                 stitch::Index::new(
                     Duration::from_secs(config.stitching.ttl_secs),
                     config.stitching.max_entries,
+                    config.stitching.max_pending_calls,
                 )
             }),
         });

@@ -192,7 +192,11 @@ pub struct Index {
     inner: Mutex<Inner>,
     ttl: Duration,
     max_entries: usize,
+    max_calls: usize,
 }
+
+/// Most bytes of a pending call's arguments kept (its span's request body).
+pub const MAX_PENDING_ARGS: usize = 8 * 1024;
 
 /// Drops expired (or, past `max`, oldest) entries of one map; returns what
 /// was dropped.
@@ -232,11 +236,14 @@ fn insert<K: Eq + Hash + Clone, V>(
 }
 
 impl Index {
-    pub fn new(ttl: Duration, max_entries: usize) -> Index {
+    /// `max_entries` turns (and as many response ids), `max_calls` pending
+    /// tool calls, each kept at most `ttl`.
+    pub fn new(ttl: Duration, max_entries: usize, max_calls: usize) -> Index {
         Index {
             inner: Mutex::new(Inner::default()),
             ttl,
             max_entries,
+            max_calls,
         }
     }
 
@@ -308,7 +315,14 @@ impl Index {
         let expires = now + self.ttl;
         let mut inner = self.lock();
         let inner = &mut *inner;
-        for call in calls {
+        for mut call in calls {
+            if call.arguments.len() > MAX_PENDING_ARGS {
+                let mut cut = MAX_PENDING_ARGS;
+                while !call.arguments.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                call.arguments.truncate(cut);
+            }
             let key = (seed, call.call_id.clone());
             insert(&mut inner.calls, &mut inner.call_order, key, call, expires);
         }
@@ -364,12 +378,7 @@ impl Index {
             now,
             self.max_entries,
         );
-        evict(
-            &mut inner.calls,
-            &mut inner.call_order,
-            now,
-            self.max_entries,
-        )
+        evict(&mut inner.calls, &mut inner.call_order, now, self.max_calls)
     }
 
     /// (turns, responses, pending calls) held now.
@@ -427,7 +436,7 @@ mod tests {
 
     #[test]
     fn longest_registered_prefix_wins_and_seeds_separate() {
-        let idx = Index::new(Duration::from_secs(60), 100);
+        let idx = Index::new(Duration::from_secs(60), 100, 100);
         let s = seed(Some("k1"), "/v1");
         let first = Conversation {
             msgs: vec![msg("user", "hi")],
@@ -453,7 +462,7 @@ mod tests {
 
     #[test]
     fn calls_are_taken_once_and_expire_into_sweep() {
-        let idx = Index::new(Duration::from_millis(30), 100);
+        let idx = Index::new(Duration::from_millis(30), 100, 100);
         let call = |id: &str| PendingCall {
             call_id: id.into(),
             name: "f".into(),
@@ -495,12 +504,47 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded_under_any_number_of_conversations() {
-        let idx = Index::new(Duration::from_secs(3600), 1000);
+        let idx = Index::new(Duration::from_secs(3600), 1000, 10);
         for i in 0..100_000u64 {
             idx.register(Some(i), Some(&format!("resp_{i}")), turn("t"));
         }
         let (turns, responses, _) = idx.sizes();
         assert!(turns <= 1000 && responses <= 1000);
+        let call = PendingCall {
+            call_id: String::new(),
+            name: "f".into(),
+            arguments: "é".repeat(10_000),
+            trace_id: "t".into(),
+            parent_span_id: "p".into(),
+            conversation_id: None,
+            session_id: None,
+            user_id: None,
+            api_key_hash: None,
+            provider: "openai".into(),
+            route: "/v1".into(),
+            asked_at_us: 0,
+        };
+        let mut evicted = 0;
+        for i in 0..50 {
+            evicted += idx
+                .add_calls(
+                    1,
+                    vec![PendingCall {
+                        call_id: format!("c{i}"),
+                        ..call.clone()
+                    }],
+                )
+                .len();
+        }
+        assert_eq!(
+            evicted, 40,
+            "past the cap the oldest calls come back to be written cancelled"
+        );
+        assert!(idx
+            .lock()
+            .calls
+            .values()
+            .all(|c| c.value.arguments.len() <= MAX_PENDING_ARGS));
         let inner = idx.lock();
         assert!(inner.turn_order.len() <= 1001);
     }
