@@ -412,7 +412,14 @@ impl Exchange {
             .conversation_id
             .clone()
             .or_else(|| side.stitched.as_ref().map(|t| t.conversation_id.clone()))
-            .or_else(|| side.chain.is_some().then(|| s.trace_id.clone()));
+            .or_else(|| {
+                // A new conversation, where the format has them.
+                let conversational = matches!(
+                    self.endpoint,
+                    Endpoint::Chat | Endpoint::Messages | Endpoint::Responses
+                );
+                (self.rec.index.is_some() && conversational).then(|| s.trace_id.clone())
+            });
         s.properties = e.properties_json();
         s.model = self.path_model.take();
         if let Some(f) = &side.facts {

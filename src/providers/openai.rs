@@ -419,6 +419,14 @@ impl ChatStream {
                     self.facts.finish_reason = Some(fr.clone());
                 }
             }
+            if choice.index.unwrap_or(0) == 0 {
+                if let Some(d) = &choice.delta {
+                    self.saw_choice = true;
+                    if let Some(c) = &d.content {
+                        self.text.push(c);
+                    }
+                }
+            }
             let texts = choice
                 .delta
                 .iter()
@@ -600,6 +608,40 @@ mod tests {
         assert_eq!(f.tool_calls[0].name, "get_weather");
         assert_eq!(f.tool_calls[0].arguments, r#"{"city":"Paris"}"#);
         assert_eq!(f.tool_calls[1].name, "now");
+    }
+
+    #[test]
+    fn streamed_and_whole_replies_have_the_same_digest_as_the_next_requests_copy() {
+        let whole = br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"Hello, world!"},"finish_reason":"stop"}]}"#;
+        let d_whole = parse_chat_response(whole, Encoding::O200k)
+            .unwrap()
+            .assistant_digest
+            .unwrap();
+        let mut s = ChatStream::new(Encoding::O200k, false);
+        s.on_event(
+            br#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+        );
+        s.on_event(br#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hello,"}}]}"#);
+        s.on_event(br#"{"id":"c","choices":[{"index":1,"delta":{"content":"other choice"}}]}"#);
+        s.on_event(br#"{"id":"c","choices":[{"index":0,"delta":{"content":" world!"}}]}"#);
+        let d_stream = s.finish().assistant_digest.unwrap();
+        assert_eq!(d_stream, d_whole);
+        // As the next request carries it.
+        let next: serde_json::Value = serde_json::from_str(
+            r#"{"messages":[{"role":"assistant","content":"Hello, world!"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(conversation(&next).unwrap().msgs[0].digest, d_whole);
+        // A streamed tool call digests like the whole one.
+        let mut s = ChatStream::new(Encoding::O200k, false);
+        s.on_event(br#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{}"}}]}}]}"#);
+        let whole = br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}"#;
+        assert_eq!(
+            s.finish().assistant_digest,
+            parse_chat_response(whole, Encoding::O200k)
+                .unwrap()
+                .assistant_digest
+        );
     }
 
     #[test]
