@@ -90,6 +90,10 @@ pub struct TracingConfig {
     pub batch_size: usize,
     /// Flush at least this often (milliseconds).
     pub batch_interval_ms: u64,
+    /// Least time between two commits (milliseconds): under load, batches
+    /// grow instead of commits multiplying, which is what keeps the writer's
+    /// CPU per span low.
+    pub min_flush_gap_ms: u64,
     /// Most rows in one INSERT statement.
     pub max_rows_per_statement: usize,
     /// Memory budget for spans waiting to be written; past it the oldest are
@@ -220,6 +224,7 @@ impl Default for TracingConfig {
             enabled: true,
             batch_size: 10,
             batch_interval_ms: 1000,
+            min_flush_gap_ms: 25,
             max_rows_per_statement: 200,
             queue_max_bytes: 64 * 1024 * 1024,
             debug: false,

@@ -91,6 +91,7 @@ pub async fn run(
             sink.clone(),
             store.clone(),
             Duration::from_millis(config.tracing.batch_interval_ms),
+            Duration::from_millis(config.tracing.min_flush_gap_ms),
             config.tracing.max_rows_per_statement,
             Duration::from_millis(config.shutdown.flush_timeout_ms),
         ));
