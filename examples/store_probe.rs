@@ -1,3 +1,5 @@
+//! Span writes per second by transaction size (the batcher's commit
+//! shape): `cargo run --release --example store_probe`.
 use llmtap::span::{Span, SpanStatus};
 use std::time::Instant;
 fn span(i: i64, bodies: bool) -> Span {

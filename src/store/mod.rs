@@ -112,8 +112,9 @@ impl Store {
 /// The logical schema, one entry per migration, applied in order.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_spans.sql"))];
 
-/// Column list for inserts, in `Span` field order.
-pub(crate) const SPAN_COLUMNS: &[&str] = &[
+/// Every column of the span record, in `Span` field order (inserts use it;
+/// so do tests that read rows back).
+pub const SPAN_COLUMNS: &[&str] = &[
     "trace_id",
     "span_id",
     "parent_span_id",

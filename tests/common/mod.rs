@@ -22,45 +22,8 @@ use tokio::task::JoinHandle;
 
 use crate::mock::MockProvider;
 
-/// Every column of the span record, in schema order.
-pub const COLUMNS: &[&str] = &[
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "operation_type",
-    "provider",
-    "route",
-    "method",
-    "path",
-    "model",
-    "response_model",
-    "stream",
-    "http_status",
-    "status",
-    "error_type",
-    "error_message",
-    "start_time",
-    "end_time",
-    "duration_ms",
-    "ttft_ms",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "tokens_estimated",
-    "cost_usd",
-    "finish_reason",
-    "response_id",
-    "conversation_id",
-    "session_id",
-    "user_id",
-    "api_key_hash",
-    "properties",
-    "request_body",
-    "response_body",
-];
+/// Every column of the span record.
+pub use llmtap::store::SPAN_COLUMNS as COLUMNS;
 
 pub struct Harness {
     pub mock: MockProvider,
