@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Load-test harness: llmtap (tracing every request into SQLite) against the
+# same traffic sent direct to the mock provider and through nginx.
+#
+# Usage: bash scripts/bench.sh [--quick]
+#
+#   --quick   1 round instead of 3, 3 s wrk runs instead of 5 s, a 20 s mixed
+#             run instead of 60 s (about 2 minutes in all; the full run takes
+#             about 6-7 minutes on 2 cores).
+#
+# What it does:
+#   1. builds target/release/llmtap and target/release/examples/mock_provider;
+#   2. installs wrk and nginx from Debian (apt-get) when they are missing;
+#      python3 (standard library only) drives the streaming and mixed cases;
+#   3. raises the open-files limit (65536, or the hard limit if lower), then
+#      starts on loopback, in a temp dir: the mock provider, llmtap (tracing
+#      on, default batching, SQLite file in the temp dir), and nginx (generated
+#      from scripts/bench/nginx.conf.in: worker_processes auto, proxy_buffering
+#      off, HTTP/1.1 upstream keepalive 64, access_log off) as a non-daemon
+#      child (-p TMP -c CONF -g 'daemon off;');
+#   4. runs scripts/bench/driver.py, which measures, alternating the targets
+#      direct / llmtap / nginx and rotating their order each round:
+#        1. non-streamed chat completions with wrk (scripts/bench/chat.lua) at
+#           c=1, 32, 256: req/s, p50/p99, added latency, proxy CPU per request
+#           (utime+stime from /proc/PID/stat);
+#        2. streaming with scripts/bench/httpclient.py (asyncio, raw HTTP/1.1):
+#           solo time to first byte, then 1,000 concurrent 50-chunk streams
+#           (x-mock-delay-ms 5 and 20): TTFB, total, proxy peak RSS (VmHWM);
+#        3. a fixed-rate mixed run through llmtap, sampling its RSS and CPU
+#           every second, then checking span rows == requests sent (after 2 s);
+#   5. appends the results section to BENCHMARKS.md (and prints it).
+#
+# Environment knobs: BENCH_PORT_BASE (default 19320; uses 4 ports from it),
+# BENCH_STREAMS (1000), BENCH_STREAM_DELAYS ("5,20"), BENCH_MIXED_RATE (400),
+# BENCH_OUT (BENCHMARKS.md).
+#
+# Every process it starts is ended by PID on exit (trap EXIT); every loop and
+# every load run is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=""
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK="--quick" ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg (usage: bash scripts/bench.sh [--quick])" >&2; exit 2 ;;
+  esac
+done
+CMDLINE="bash scripts/bench.sh${QUICK:+ $QUICK}"
+OUT=${BENCH_OUT:-BENCHMARKS.md}
+BASE=${BENCH_PORT_BASE:-19320}
+MOCK=127.0.0.1:$BASE
+PROXY=127.0.0.1:$((BASE + 1))
+ADMIN=127.0.0.1:$((BASE + 2))
+NGINX=127.0.0.1:$((BASE + 3))
+
+log() { echo "[bench] $*" >&2; }
+
+# ---- tools
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]} with apt-get"
+  apt-get update -qq
+  # RUNLEVEL=1: keep the package's init script from starting a system nginx.
+  RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+
+log "building release binaries"
+cargo build --release --quiet --bin llmtap --example mock_provider
+
+# ---- limits: 1,000 streams need ~2,000 sockets in a proxy.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+log "open files limit: $NOFILE"
+
+# ---- ports must be free
+for p in "$MOCK" "$PROXY" "$ADMIN" "$NGINX"; do
+  if python3 -c 'import socket,sys; h,p=sys.argv[1].rsplit(":",1); s=socket.socket(); s.settimeout(0.3); sys.exit(0 if s.connect_ex((h,int(p)))==0 else 1)' "$p"; then
+    echo "port $p is in use; set BENCH_PORT_BASE to another base port" >&2; exit 1
+  fi
+done
+
+work=$(mktemp -d /tmp/llmtap-bench.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  # Bounded wait (5 s) for a clean exit, then SIGKILL what is left.
+  for _ in $(seq 1 50); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_tcp() { # addr, what
+  for _ in $(seq 1 100); do
+    python3 -c 'import socket,sys; h,p=sys.argv[1].rsplit(":",1); s=socket.socket(); s.settimeout(0.3); sys.exit(0 if s.connect_ex((h,int(p)))==0 else 1)' "$1" && return 0
+    sleep 0.1
+  done
+  echo "$2 did not start on $1" >&2; return 1
+}
+
+# ---- mock provider
+target/release/examples/mock_provider "$MOCK" > "$work/mock.log" 2>&1 &
+MOCK_PID=$!; pids+=("$MOCK_PID")
+wait_tcp "$MOCK" "mock provider"
+
+# ---- llmtap (tracing on, default batching, SQLite in the temp dir)
+cat > "$work/llmtap.toml" <<TOML
+listen = "$PROXY"
+admin_listen = "$ADMIN"
+database_url = "sqlite://$work/llmtap.db"
+
+[tracing]
+enabled = true
+
+[[routes]]
+prefix = "/v1"
+upstream = "http://$MOCK"
+format = "openai"
+TOML
+target/release/llmtap --config "$work/llmtap.toml" > "$work/llmtap.log" 2>&1 &
+LLMTAP_PID=$!; pids+=("$LLMTAP_PID")
+for i in $(seq 1 100); do
+  python3 -c 'import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://$ADMIN/healthz" 2>/dev/null && break
+  [ "$i" = 100 ] && { echo "llmtap did not become healthy:" >&2; cat "$work/llmtap.log" >&2; exit 1; }
+  sleep 0.1
+done
+sleep 0.5
+IDLE_RSS=$(awk '/^VmRSS:/{print $2}' "/proc/$LLMTAP_PID/status")
+
+# ---- nginx (non-daemon child; its PID is the master's)
+mkdir -p "$work/nginx/tmp"
+sed -e "s/@MOCK@/$MOCK/" -e "s/@LISTEN@/$NGINX/" -e "s/@NOFILE@/$NOFILE/" \
+  scripts/bench/nginx.conf.in > "$work/nginx/nginx.conf"
+"$NGINX_BIN" -p "$work/nginx/" -c "$work/nginx/nginx.conf" -g 'daemon off;' \
+  > "$work/nginx/stdout.log" 2>&1 &
+NGINX_PID=$!; pids+=("$NGINX_PID")
+wait_tcp "$NGINX" "nginx" || { cat "$work/nginx/stdout.log" "$work/nginx/error.log" >&2 || true; exit 1; }
+NGINX_WORKERS=$(python3 -c 'import os,sys
+n=0
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try: s=open(f"/proc/{d}/stat").read()
+        except OSError: continue
+        if int(s[s.rfind(")")+2:].split()[1])==int(sys.argv[1]): n+=1
+print(n)' "$NGINX_PID")
+
+# ---- sanity: one request through each target
+for t in "$MOCK" "$PROXY" "$NGINX"; do
+  python3 - "$t" <<'PY'
+import sys, urllib.request
+req = urllib.request.Request(f"http://{sys.argv[1]}/v1/chat/completions",
+    data=b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}',
+    headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench-0000"})
+body = urllib.request.urlopen(req, timeout=5).read()
+assert b"chat.completion" in body, body[:200]
+PY
+done
+log "mock pid $MOCK_PID on $MOCK; llmtap pid $LLMTAP_PID on $PROXY; nginx pid $NGINX_PID ($NGINX_WORKERS workers) on $NGINX"
+
+# ---- measure
+python3 scripts/bench/driver.py $QUICK \
+  --mock "$MOCK" --llmtap "$PROXY" --nginx "$NGINX" \
+  --mock-pid "$MOCK_PID" --llmtap-pid "$LLMTAP_PID" --nginx-pid "$NGINX_PID" \
+  --db "$work/llmtap.db" --out "$work/section.md" \
+  --llmtap-config "$work/llmtap.toml" --nginx-config "$work/nginx/nginx.conf" \
+  --nginx-workers "$NGINX_WORKERS" --nofile "$NOFILE" --cmdline "$CMDLINE" \
+  --idle-rss-kb "$IDLE_RSS"
+
+if [ ! -s "$OUT" ]; then
+  cp scripts/bench/header.md "$OUT"
+fi
+{ echo; cat "$work/section.md"; } >> "$OUT"
+cat "$work/section.md"
+log "results appended to $OUT"
+if grep -q "ERROR" "$work/llmtap.log"; then
+  log "llmtap logged errors:"; grep "ERROR" "$work/llmtap.log" | head -5 >&2
+fi
