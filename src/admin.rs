@@ -1,14 +1,18 @@
-//! Admin listener: health today; the query API, UI and metrics later.
+//! Admin listener: health (`/healthz`, `/readyz`) and the query API
+//! (`/api/…`, delegated to `api`); the UI and metrics later.
 //!
 //! Serves on its own port (default 127.0.0.1:4001), never on the proxy's.
+//! `/healthz` and `/readyz` stay open; `/api/` asks for the admin token
+//! when one is configured.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::api::{Api, ApiBody};
 use crate::error::json_response;
 use crate::sink::SpanSink;
 use crate::store::Store;
@@ -18,10 +22,20 @@ pub struct Admin {
     pub store: Option<Store>,
     pub sink: Option<SpanSink>,
     pub queue_max_bytes: usize,
+    /// The query API under `/api/`.
+    pub api: Api,
 }
 
 impl Admin {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ApiBody> {
+        let path = req.uri().path();
+        if path == "/api" || path.starts_with("/api/") {
+            return self.api.handle(&req).await;
+        }
+        self.health(req).await.map(Either::Left)
+    }
+
+    async fn health(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
             (&Method::GET, "/readyz") => self.readyz().await,

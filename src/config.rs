@@ -61,8 +61,13 @@ impl Format {
 pub struct Config {
     /// Address the proxy listens on.
     pub listen: SocketAddr,
-    /// Address of the admin listener (`/healthz`, later the API and UI).
+    /// Address of the admin listener (`/healthz`, `/readyz` and the query
+    /// API under `/api/`).
     pub admin_listen: SocketAddr,
+    /// Bearer token required for the admin listener's `/api/` paths
+    /// (`Authorization: Bearer TOKEN`). Empty = no token, allowed only while
+    /// `admin_listen` is a loopback address. Visible ASCII, no spaces.
+    pub admin_token: String,
     /// Where spans are stored: `sqlite://PATH` (or a bare file path).
     pub database_url: String,
     /// A TOML price file that adds to or overrides `config/pricing.toml`
@@ -207,6 +212,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
+            admin_token: String::new(),
             database_url: "sqlite://data/llmtap.db".to_string(),
             pricing_file: None,
             tracing: TracingConfig::default(),
@@ -364,6 +370,9 @@ impl Config {
         if let Some(v) = get(env, "LLMTAP_ADMIN_LISTEN")? {
             self.admin_listen = v;
         }
+        if let Some(v) = env.get("LLMTAP_ADMIN_TOKEN") {
+            self.admin_token = v.trim().to_string();
+        }
         if let Some(v) = env.get("LLMTAP_DATABASE_URL") {
             self.database_url = v.clone();
         }
@@ -422,6 +431,22 @@ impl Config {
 
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.admin_token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::invalid(
+                "admin_token",
+                "must be visible ASCII without spaces (it is sent in an Authorization header)",
+            ));
+        }
+        if !self.admin_listen.ip().is_loopback() && self.admin_token.is_empty() {
+            return Err(ConfigError::invalid(
+                "admin_token",
+                format!(
+                    "admin_listen {} is not a loopback address: set admin_token \
+                     (or LLMTAP_ADMIN_TOKEN) so the query API is not open to the network",
+                    self.admin_listen
+                ),
+            ));
+        }
         let t = &self.tracing;
         if t.batch_size == 0 || t.batch_size > 100_000 {
             return Err(ConfigError::invalid(
@@ -537,6 +562,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(config.listen, d.listen);
         assert_eq!(config.admin_listen, d.admin_listen);
+        assert_eq!(config.admin_token, d.admin_token);
         assert_eq!(config.database_url, d.database_url);
         assert_eq!(config.tracing.batch_size, d.tracing.batch_size);
         assert_eq!(
@@ -649,6 +675,24 @@ mod tests {
             err.contains("routes[0].upstream") && err.contains("allow_insecure"),
             "{err}"
         );
+        let mut c = Config {
+            admin_listen: "0.0.0.0:4001".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("admin_token"), "{err}");
+        c.apply_env(&env(&[("LLMTAP_ADMIN_TOKEN", " s3cret-token ")]))
+            .unwrap();
+        assert_eq!(c.admin_token, "s3cret-token");
+        c.validate().unwrap();
+        c.admin_token = "has space".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("admin_token"), "{err}");
+        let c = Config {
+            admin_listen: "[::1]:4001".parse().unwrap(),
+            ..Config::default()
+        };
+        c.validate().unwrap();
         let mut c = Config::default();
         c.routes[1].prefix = "/v1/".into();
         assert!(c

@@ -8,6 +8,7 @@
 //! background. `run` wires them together.
 
 pub mod admin;
+pub mod api;
 pub mod config;
 pub mod context;
 pub mod decode;
@@ -15,6 +16,8 @@ pub mod error;
 pub mod exact_usage;
 pub mod hierarchy;
 pub mod listener;
+pub mod live;
+pub mod metrics;
 pub mod observe;
 pub mod pricing;
 pub mod providers;
@@ -52,6 +55,8 @@ pub enum RunError {
     Routes(String),
     #[error("prices: {0}")]
     Pricing(#[from] pricing::PricingError),
+    #[error("the admin listener is on {0}, not a loopback address: set admin_token (LLMTAP_ADMIN_TOKEN)")]
+    AdminExposed(std::net::SocketAddr),
 }
 
 /// The listeners `run` serves; bound by the caller so tests can use port 0.
@@ -67,6 +72,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     config: Config,
 ) -> Result<(), RunError> {
+    // The query API is never open to the network without a token, whatever
+    // address the caller bound.
+    if let Some(addr) = listeners.admin.as_ref().and_then(|l| l.local_addr().ok()) {
+        if !addr.ip().is_loopback() && config.admin_token.is_empty() {
+            return Err(RunError::AdminExposed(addr));
+        }
+    }
     let router = router::Router::new(&config.routes).map_err(RunError::Routes)?;
     let upstream = upstream::Upstream::new(&config.upstream);
 
@@ -111,6 +123,7 @@ pub async fn run(
                     config.stitching.max_pending_calls,
                 )
             }),
+            live: Arc::new(live::Live::new(live::DEFAULT_CAP)),
         });
         if recording.index.is_some() {
             // Tool calls whose results never come are written `cancelled`.
@@ -149,6 +162,11 @@ pub async fn run(
             store: recorder.as_ref().map(|r| r.0.clone()),
             sink: recorder.as_ref().map(|r| r.1.clone()),
             queue_max_bytes: config.tracing.queue_max_bytes,
+            api: api::Api {
+                store: recorder.as_ref().map(|r| r.0.clone()),
+                live: recorder.as_ref().map(|r| Arc::clone(&r.3.live)),
+                token: (!config.admin_token.is_empty()).then(|| config.admin_token.clone()),
+            },
         });
         let rx = stop_rx.clone();
         tokio::spawn(listener::serve(

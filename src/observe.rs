@@ -40,6 +40,8 @@ pub struct Recording {
     pub context_stats: crate::context::ContextStats,
     /// The stitching index (`None` when stitching is off).
     pub index: Option<crate::stitch::Index>,
+    /// Exchanges in flight, for `/api/live`.
+    pub live: Arc<crate::live::Live>,
 }
 
 /// Largest single SSE event the parser keeps (bigger ones are skipped).
@@ -262,6 +264,7 @@ impl Exchange {
             .and_then(|v| v.to_str().ok());
         let explicit = crate::context::from_headers(headers, &rec.context_stats);
         let seed = stitch::seed(span.api_key_hash.as_deref(), route);
+        rec.live.insert(&span, &explicit);
         let observer = RequestObserver::new(
             Arc::clone(&side),
             endpoint,
@@ -386,6 +389,7 @@ impl Exchange {
             return;
         }
         self.done = true;
+        self.rec.live.remove(&self.span.span_id);
         let elapsed = self.started.elapsed();
         let s = &mut self.span;
         s.end_time_us = s.start_time_us + elapsed.as_micros() as i64;
@@ -820,6 +824,7 @@ mod tests {
             exact_stream_usage: false,
             context_stats: Default::default(),
             index: None,
+            live: Default::default(),
         };
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer sk-secret".parse().unwrap());

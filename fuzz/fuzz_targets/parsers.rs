@@ -1,7 +1,8 @@
 //! Fuzzes every parser of untrusted bytes: the SSE parser feeding each
 //! format's stream parser (with the input split at a fuzzer-chosen point),
 //! every whole-body JSON extractor, the request parser, the input
-//! estimators, the error-body reader and the content decoders. None may
+//! estimators, the error-body reader, the content decoders and the query
+//! API's parameter, time and cursor parsers. None may
 //! panic; memory is bounded by the parsers' own caps.
 #![no_main]
 
@@ -46,6 +47,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = Endpoint::classify(Format::Openai, &http::Method::POST, &String::from_utf8_lossy(body));
     let _ = llmtap::exact_usage::inject(body);
+    // The query API's parameters (query string, times, cursors).
+    let text = String::from_utf8_lossy(body);
+    if let Ok(params) = llmtap::api::Params::parse(Some(&text), llmtap::api::FILTER_PARAMS) {
+        let _ = params.filter();
+    }
+    let _ = llmtap::api::parse_time(&text);
+    let _ = llmtap::api::decode_cursor(&text);
     // Decoders (bounded output).
     for enc in ["gzip", "deflate", "br", "zstd"] {
         let mut d = Decoder::new(Some(enc), 1 << 20);

@@ -5,9 +5,14 @@
 //! The store is only ever called by the batcher and the admin API, never by
 //! the request path.
 
+mod query;
+mod rollup;
 mod sqlite;
 
 use std::path::PathBuf;
+
+pub use query::{like_escape, SpanFilter, SpanKey, TraceKey, TracePage, TraceQuery, TraceSummary};
+pub use rollup::{Bucket, Stats, StatsQuery, MAX_BUCKETS};
 
 use crate::span::Span;
 
@@ -88,6 +93,41 @@ impl Store {
         }
     }
 
+    /// One page of the trace list (newest first).
+    pub async fn traces(&self, q: &TraceQuery) -> Result<TracePage, StoreError> {
+        match self {
+            Store::Sqlite(s) => query::traces(s.pool(), q).await,
+        }
+    }
+
+    /// One span, with its bodies.
+    pub async fn span(&self, span_id: &str) -> Result<Option<Span>, StoreError> {
+        match self {
+            Store::Sqlite(s) => query::span(s.pool(), span_id).await,
+        }
+    }
+
+    /// Up to `limit` spans matching `filter` after `after`, oldest first
+    /// (bodies only when `bodies`).
+    pub async fn spans_page(
+        &self,
+        filter: &SpanFilter,
+        after: Option<&SpanKey>,
+        limit: usize,
+        bodies: bool,
+    ) -> Result<Vec<Span>, StoreError> {
+        match self {
+            Store::Sqlite(s) => query::spans_page(s.pool(), filter, after, limit, bodies).await,
+        }
+    }
+
+    /// Request, error, latency, token and cost figures from the rollups.
+    pub async fn stats(&self, q: &StatsQuery) -> Result<Stats, StoreError> {
+        match self {
+            Store::Sqlite(s) => rollup::stats(s.pool(), q).await,
+        }
+    }
+
     /// The install's salt for API key hashes: created once, then kept.
     pub async fn salt(&self) -> Result<String, StoreError> {
         match self {
@@ -110,7 +150,10 @@ impl Store {
 }
 
 /// The logical schema, one entry per migration, applied in order.
-pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_spans.sql"))];
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_spans.sql")),
+    (2, include_str!("migrations/0002_rollups.sql")),
+];
 
 /// Every column of the span record, in `Span` field order (inserts use it;
 /// so do tests that read rows back).

@@ -37,7 +37,17 @@ impl SqliteStore {
             .await?;
         let store = SqliteStore { pool };
         store.migrate().await?;
+        // Spans stored before the rollups existed (or by an older llmtap).
+        let n = super::rollup::catch_up(&store.pool).await?;
+        if n > 0 {
+            tracing::info!(spans = n, "Rolled up stored spans");
+        }
         Ok(store)
+    }
+
+    /// The pool, for the query and rollup modules.
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -125,6 +135,8 @@ impl SqliteStore {
             qb.push(" ON CONFLICT (span_id) DO NOTHING");
             qb.build().execute(&mut *tx).await?;
         }
+        // Same transaction: the rollups count exactly the spans stored.
+        super::rollup::apply(&mut tx, spans.len()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -169,7 +181,7 @@ impl SqliteStore {
 }
 
 /// A stored row back into a `Span`.
-fn row_to_span(r: &sqlx::sqlite::SqliteRow) -> Result<Span, sqlx::Error> {
+pub(super) fn row_to_span(r: &sqlx::sqlite::SqliteRow) -> Result<Span, sqlx::Error> {
     let status: String = r.try_get("status")?;
     Ok(Span {
         trace_id: r.try_get("trace_id")?,

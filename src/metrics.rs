@@ -1,0 +1,357 @@
+//! Metrics: Prometheus text exposition of what llmtap sees and does.
+//!
+//! Owns the in-memory series: requests by provider/model/operation/status,
+//! the OpenTelemetry GenAI client histograms (`gen_ai_client_operation_duration_seconds`,
+//! `gen_ai_client_token_usage`, time to first chunk) with the semantic
+//! conventions' bucket boundaries, and renders them together with the
+//! recorder's own gauges and counters. Recording is a short mutex section
+//! per finished span; label sets are capped (`MAX_SERIES`), past which
+//! series fold into `model="other"`. Never awaits, never fails.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use crate::span::Span;
+
+/// Bucket boundaries of `gen_ai.client.operation.duration` (seconds).
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+/// Bucket boundaries of `gen_ai.client.token.usage` (tokens).
+pub const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+/// Most distinct label sets per metric.
+pub const MAX_SERIES: usize = 2000;
+
+#[derive(Debug, Clone)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|&b| v <= b) {
+            self.counts[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// (provider, model, operation[, extra]) label values.
+type Labels = (String, String, String, String);
+
+#[derive(Default)]
+struct Series {
+    requests: HashMap<Labels, u64>,
+    duration: HashMap<Labels, Histogram>,
+    tokens: HashMap<Labels, Histogram>,
+    ttfc: HashMap<Labels, Histogram>,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<Series>,
+}
+
+/// Gauges and counters owned elsewhere, passed in at render time.
+#[derive(Debug, Default, Clone)]
+pub struct Extra {
+    pub queue_spans: usize,
+    pub queue_bytes: usize,
+    pub spans_enqueued: u64,
+    pub spans_written: u64,
+    pub spans_dropped: u64,
+    pub store_errors: u64,
+    pub batches: u64,
+    pub unknown_price: u64,
+    pub invalid_header_values: u64,
+    pub stitch_turns: usize,
+    pub stitch_pending_calls: usize,
+}
+
+fn bounded<V>(map: &mut HashMap<Labels, V>, key: Labels, new: impl Fn() -> V) -> &mut V {
+    let key = if map.contains_key(&key) || map.len() < MAX_SERIES {
+        key
+    } else {
+        (key.0, "other".to_string(), key.2, key.3)
+    };
+    map.entry(key).or_insert_with(new)
+}
+
+impl Metrics {
+    /// Records a finished span.
+    pub fn record(&self, s: &Span) {
+        let model = s
+            .model
+            .clone()
+            .or_else(|| s.response_model.clone())
+            .unwrap_or_default();
+        let op = s.operation_type.clone();
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let base = (s.provider.clone(), model, op, String::new());
+        let with = |extra: &str| {
+            (
+                base.0.clone(),
+                base.1.clone(),
+                base.2.clone(),
+                extra.to_string(),
+            )
+        };
+        *bounded(&mut series.requests, with(s.status.as_str()), || 0) += 1;
+        let error = s.error_type.clone().unwrap_or_default();
+        bounded(&mut series.duration, with(&error), || {
+            Histogram::new(DURATION_BUCKETS)
+        })
+        .observe(s.duration_ms / 1000.0);
+        if let Some(t) = s.ttft_ms {
+            bounded(&mut series.ttfc, with(""), || {
+                Histogram::new(DURATION_BUCKETS)
+            })
+            .observe(t / 1000.0);
+        }
+        for (kind, n) in [("input", s.input_tokens), ("output", s.output_tokens)] {
+            if let Some(n) = n {
+                bounded(&mut series.tokens, with(kind), || {
+                    Histogram::new(TOKEN_BUCKETS)
+                })
+                .observe(n as f64);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self, extra: &Extra) -> String {
+        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::with_capacity(4096);
+        counter_family(
+            &mut out,
+            "llmtap_requests_total",
+            "Exchanges seen, by provider, model, operation type and span status.",
+            &series.requests,
+            "status",
+        );
+        histogram_family(
+            &mut out,
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration (OpenTelemetry semantic conventions).",
+            &series.duration,
+            "error_type",
+        );
+        histogram_family(
+            &mut out,
+            "gen_ai_client_token_usage",
+            "Tokens used per operation, by token type (OpenTelemetry semantic conventions).",
+            &series.tokens,
+            "gen_ai_token_type",
+        );
+        histogram_family(
+            &mut out,
+            "gen_ai_client_time_to_first_chunk_seconds",
+            "Time from the request to the first content-bearing chunk of a stream.",
+            &series.ttfc,
+            "",
+        );
+        let gauges: [(&str, &str, &str, f64); 11] = [
+            (
+                "llmtap_queue_spans",
+                "gauge",
+                "Spans waiting to be written.",
+                extra.queue_spans as f64,
+            ),
+            (
+                "llmtap_queue_bytes",
+                "gauge",
+                "Memory held by spans waiting to be written.",
+                extra.queue_bytes as f64,
+            ),
+            (
+                "llmtap_spans_enqueued_total",
+                "counter",
+                "Spans handed to the writer.",
+                extra.spans_enqueued as f64,
+            ),
+            (
+                "llmtap_spans_written_total",
+                "counter",
+                "Spans written to the store.",
+                extra.spans_written as f64,
+            ),
+            (
+                "llmtap_spans_dropped_total",
+                "counter",
+                "Spans dropped (over the memory budget, or at shutdown with the store down).",
+                extra.spans_dropped as f64,
+            ),
+            (
+                "llmtap_store_errors_total",
+                "counter",
+                "Failed batch writes (each retried).",
+                extra.store_errors as f64,
+            ),
+            (
+                "llmtap_store_batches_total",
+                "counter",
+                "Batches written.",
+                extra.batches as f64,
+            ),
+            (
+                "llmtap_unknown_price_total",
+                "counter",
+                "Spans whose model has no known price (cost NULL).",
+                extra.unknown_price as f64,
+            ),
+            (
+                "llmtap_invalid_header_values_total",
+                "counter",
+                "Context header values dropped for not being UTF-8.",
+                extra.invalid_header_values as f64,
+            ),
+            (
+                "llmtap_stitch_turns",
+                "gauge",
+                "Exchanges remembered for zero-code stitching.",
+                extra.stitch_turns as f64,
+            ),
+            (
+                "llmtap_stitch_pending_tool_calls",
+                "gauge",
+                "Tool calls waiting for their results.",
+                extra.stitch_pending_calls as f64,
+            ),
+        ];
+        for (name, kind, help, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+        out
+    }
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn labels(l: &Labels, extra_name: &str) -> String {
+    let mut s = format!(
+        "gen_ai_provider_name=\"{}\",gen_ai_request_model=\"{}\",llmtap_operation_type=\"{}\"",
+        esc(&l.0),
+        esc(&l.1),
+        esc(&l.2)
+    );
+    if !extra_name.is_empty() && !l.3.is_empty() {
+        let _ = write!(s, ",{extra_name}=\"{}\"", esc(&l.3));
+    }
+    s
+}
+
+fn sorted<V>(m: &HashMap<Labels, V>) -> Vec<(&Labels, &V)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    v
+}
+
+fn counter_family(out: &mut String, name: &str, help: &str, m: &HashMap<Labels, u64>, extra: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (l, v) in sorted(m) {
+        let _ = writeln!(out, "{name}{{{}}} {v}", labels(l, extra));
+    }
+}
+
+fn histogram_family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    m: &HashMap<Labels, Histogram>,
+    extra: &str,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (l, h) in sorted(m) {
+        let ls = labels(l, extra);
+        let mut cumulative = 0;
+        for (b, c) in h.bounds.iter().zip(&h.counts) {
+            cumulative += c;
+            let _ = writeln!(out, "{name}_bucket{{{ls},le=\"{b}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{ls},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{{ls}}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{{ls}}} {}", h.count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::SpanStatus;
+
+    fn span(model: &str, ms: f64, status: SpanStatus) -> Span {
+        let mut s = Span::start(0);
+        s.provider = "openai".into();
+        s.model = Some(model.into());
+        s.operation_type = "llm_call".into();
+        s.duration_ms = ms;
+        s.status = status;
+        s.input_tokens = Some(100);
+        s.output_tokens = Some(20);
+        s.ttft_ms = Some(50.0);
+        s
+    }
+
+    #[test]
+    fn renders_counters_and_cumulative_histograms() {
+        let m = Metrics::default();
+        m.record(&span("gpt-4o", 30.0, SpanStatus::Completed));
+        m.record(&span("gpt-4o", 500.0, SpanStatus::Completed));
+        let mut failed = span("gpt-4o", 5.0, SpanStatus::Failed);
+        failed.error_type = Some("rate_limit\"x".into());
+        m.record(&failed);
+        let text = m.render(&Extra {
+            spans_written: 3,
+            ..Extra::default()
+        });
+        assert!(text.contains("llmtap_requests_total{gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o\",llmtap_operation_type=\"llm_call\",status=\"completed\"} 2"), "{text}");
+        assert!(text.contains("status=\"failed\"} 1"));
+        // Cumulative buckets: 30 ms falls in le=0.04, 500 ms in le=0.64.
+        assert!(text.contains("gen_ai_client_operation_duration_seconds_bucket{gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o\",llmtap_operation_type=\"llm_call\",le=\"0.04\"} 1"), "{text}");
+        assert!(text.contains("llmtap_operation_type=\"llm_call\",le=\"0.64\"} 2"));
+        assert!(text.contains("le=\"+Inf\"} 2"));
+        assert!(
+            text.contains("error_type=\"rate_limit\\\"x\""),
+            "escaped label value"
+        );
+        assert!(text.contains("gen_ai_token_type=\"input\",le=\"256\"} 3"));
+        assert!(text.contains("llmtap_spans_written_total 3"));
+    }
+
+    #[test]
+    fn series_are_capped() {
+        let m = Metrics::default();
+        for i in 0..(MAX_SERIES + 50) {
+            m.record(&span(&format!("model-{i}"), 1.0, SpanStatus::Completed));
+        }
+        let series = m.series.lock().unwrap();
+        assert!(series.requests.len() <= MAX_SERIES + 1);
+        assert!(series.requests.keys().any(|k| k.1 == "other"));
+    }
+}
