@@ -22,6 +22,10 @@ pub struct Admin {
     pub store: Option<Store>,
     pub sink: Option<SpanSink>,
     pub queue_max_bytes: usize,
+    /// Prometheus series (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The recorder's state, for `/metrics` gauges (`None` with tracing off).
+    pub recording: Option<Arc<crate::observe::Recording>>,
     /// The query API under `/api/`.
     pub api: Api,
 }
@@ -39,11 +43,41 @@ impl Admin {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
             (&Method::GET, "/readyz") => self.readyz().await,
+            (&Method::GET, "/metrics") => self.metrics(),
             _ => json_response(
                 StatusCode::NOT_FOUND,
                 Bytes::from_static(br#"{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":"not_found"}}"#),
             ),
         }
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut extra = crate::metrics::Extra::default();
+        if let Some(sink) = &self.sink {
+            (extra.queue_spans, extra.queue_bytes) = sink.depth();
+            let s = sink.stats();
+            extra.spans_enqueued = s.enqueued.load(Relaxed);
+            extra.spans_written = s.written.load(Relaxed);
+            extra.spans_dropped = s.dropped.load(Relaxed);
+            extra.store_errors = s.store_errors.load(Relaxed);
+            extra.batches = s.batches.load(Relaxed);
+        }
+        if let Some(rec) = &self.recording {
+            extra.unknown_price = rec.pricing.unknown_count.load(Relaxed);
+            extra.invalid_header_values = rec.context_stats.invalid_utf8.load(Relaxed);
+            if let Some(index) = &rec.index {
+                let (turns, _, calls) = index.sizes();
+                extra.stitch_turns = turns;
+                extra.stitch_pending_calls = calls;
+            }
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render(&extra))));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        resp
     }
 
     async fn readyz(&self) -> Response<Full<Bytes>> {

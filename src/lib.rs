@@ -82,6 +82,7 @@ pub async fn run(
     let router = router::Router::new(&config.routes).map_err(RunError::Routes)?;
     let upstream = upstream::Upstream::new(&config.upstream);
 
+    let metrics = Arc::new(metrics::Metrics::default());
     // The recorder: store, queue and batcher (absent with tracing off).
     let mut recorder = None;
     if config.tracing.enabled {
@@ -98,7 +99,11 @@ pub async fn run(
             checked = prices.checked(),
             "Prices loaded"
         );
-        let sink = SpanSink::new(config.tracing.batch_size, config.tracing.queue_max_bytes);
+        let sink = SpanSink::with_metrics(
+            config.tracing.batch_size,
+            config.tracing.queue_max_bytes,
+            Some(Arc::clone(&metrics)),
+        );
         let batcher = tokio::spawn(sink::run_batcher(
             sink.clone(),
             store.clone(),
@@ -162,6 +167,8 @@ pub async fn run(
             store: recorder.as_ref().map(|r| r.0.clone()),
             sink: recorder.as_ref().map(|r| r.1.clone()),
             queue_max_bytes: config.tracing.queue_max_bytes,
+            metrics: Arc::clone(&metrics),
+            recording: recorder.as_ref().map(|r| Arc::clone(&r.3)),
             api: api::Api {
                 store: recorder.as_ref().map(|r| r.0.clone()),
                 live: recorder.as_ref().map(|r| Arc::clone(&r.3.live)),

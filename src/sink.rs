@@ -38,6 +38,8 @@ struct Inner {
 
 struct Queue {
     inner: Mutex<Inner>,
+    /// Every span sent is counted here too (Prometheus `/metrics`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     notify: Notify,
     closed: AtomicBool,
     /// Spans handed to `send_after` whose work has not finished.
@@ -56,9 +58,19 @@ pub struct SpanSink {
 
 impl SpanSink {
     pub fn new(batch_size: usize, max_bytes: usize) -> SpanSink {
+        SpanSink::with_metrics(batch_size, max_bytes, None)
+    }
+
+    /// A sink that also records every span in `metrics`.
+    pub fn with_metrics(
+        batch_size: usize,
+        max_bytes: usize,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> SpanSink {
         SpanSink {
             queue: Arc::new(Queue {
                 inner: Mutex::new(Inner::default()),
+                metrics,
                 notify: Notify::new(),
                 closed: AtomicBool::new(false),
                 deferred: std::sync::atomic::AtomicUsize::new(0),
@@ -80,6 +92,9 @@ impl SpanSink {
     pub fn send(&self, span: Span) {
         let size = span.approx_bytes();
         let q = &self.queue;
+        if let Some(m) = &q.metrics {
+            m.record(&span);
+        }
         q.stats.enqueued.fetch_add(1, Ordering::Relaxed);
         let (len, dropped) = {
             let mut inner = self.lock();

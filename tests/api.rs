@@ -619,7 +619,8 @@ async fn stats_agree_with_the_spans() {
         let avg = durations.iter().sum::<f64>() / durations.len() as f64;
         assert!((t["latency_ms"]["avg"].as_f64().unwrap() - avg).abs() < 1e-9);
         let max = durations.iter().cloned().fold(0.0, f64::max);
-        assert_eq!(t["latency_ms"]["max"].as_f64().unwrap(), max);
+        // (The stored rows are read through SQLite's JSON, 15 digits.)
+        assert!((t["latency_ms"]["max"].as_f64().unwrap() - max).abs() < 1e-9);
         // Percentiles are estimated within a bin (a factor of 2^(1/3)).
         let mut sorted = durations.clone();
         sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -629,7 +630,7 @@ async fn stats_agree_with_the_spans() {
             est >= p50 / 1.26 - 1.0 && est <= p50 * 1.26 + 1.0,
             "p50 {est} vs {p50}"
         );
-        assert!(t["latency_ms"]["p99"].as_f64().unwrap() <= max);
+        assert!(t["latency_ms"]["p99"].as_f64().unwrap() <= max + 1e-9);
         let streams = requests.iter().filter(|s| s["ttft_ms"].is_number()).count();
         assert_eq!(t["ttft_ms"]["count"], streams);
         // By status, by model and over time add up to the totals.

@@ -704,3 +704,70 @@ async fn exact_stream_usage_asks_for_usage_and_hides_it_from_the_client() {
         assert_eq!(&h.mock.state.last_request().unwrap().body[..], b.as_bytes());
     }
 }
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_and_the_writer() {
+    let h = Harness::start().await;
+    let c = client();
+    for _ in 0..3 {
+        post(
+            &c,
+            &h.url("/v1/chat/completions"),
+            &[("x-mock-words", "5")],
+            &chat_body(false, false),
+        )
+        .await;
+    }
+    post(
+        &c,
+        &h.url("/v1/chat/completions"),
+        &[("x-mock-scenario", "error:429")],
+        &chat_body(false, false),
+    )
+    .await;
+    h.spans(4).await;
+    let got = send(
+        &c,
+        request(Method::GET, &format!("http://{}/metrics", h.admin), &[], ""),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(got.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(got.body.to_vec()).unwrap();
+    let series = "gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o-mini\",llmtap_operation_type=\"llm_call\"";
+    assert!(
+        text.contains(&format!(
+            "llmtap_requests_total{{{series},status=\"completed\"}} 3"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "llmtap_requests_total{{{series},status=\"failed\"}} 1"
+        )),
+        "{text}"
+    );
+    // Output tokens: three observations of 5, all in the le="16" bucket.
+    assert!(
+        text.contains(&format!(
+            "gen_ai_client_token_usage_bucket{{{series},gen_ai_token_type=\"output\",le=\"16\"}} 3"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "gen_ai_client_token_usage_sum{{{series},gen_ai_token_type=\"output\"}} 15"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("llmtap_spans_written_total 4"), "{text}");
+    assert!(text.contains("llmtap_spans_dropped_total 0"));
+    // Every sample line is `name{labels} value` with a numeric value.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+}
