@@ -151,6 +151,7 @@ pub async fn run(
         router,
         upstream,
         recorder.as_ref().map(|r| Arc::clone(&r.3)),
+        Arc::clone(&metrics),
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
