@@ -15,6 +15,8 @@
 #     (tests/ui/perf.test.mjs; budget: one second).
 # Screenshots, the exported file and perf.json land in
 # <target>/ui-screenshots/. Only processes this script started are killed.
+# `--debug` uses debug builds instead (quicker to rebuild while developing;
+# the load-time figures are then not representative).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -45,14 +47,20 @@ fi
 echo "== ui: npm ci (tests/ui)"
 (cd tests/ui && npm ci --no-audit --no-fund --loglevel=error)
 
-echo "== ui: cargo build --release (llmtap, mock_provider, gen_spans)"
-cargo build --release --quiet --locked --bin llmtap --example mock_provider --example gen_spans
+profile=release
+build_flag=--release
+if [ "${1:-}" = --debug ]; then
+    profile=debug
+    build_flag=
+fi
+echo "== ui: cargo build $build_flag (llmtap, mock_provider, gen_spans)"
+cargo build $build_flag --quiet --locked --bin llmtap --example mock_provider --example gen_spans
 
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-llmtap_bin="$target_dir/release/llmtap"
-mock_bin="$target_dir/release/examples/mock_provider"
-gen_bin="$target_dir/release/examples/gen_spans"
+llmtap_bin="$target_dir/$profile/llmtap"
+mock_bin="$target_dir/$profile/examples/mock_provider"
+gen_bin="$target_dir/$profile/examples/gen_spans"
 shots="$target_dir/ui-screenshots"
 rm -rf "$shots"
 mkdir -p "$shots"

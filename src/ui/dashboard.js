@@ -51,8 +51,9 @@ function timeSeries(stats) {
       g.append(s('rect', { x: x + bw * 0.1, y: y(p.errors), width: Math.max(1, bw * 0.8), height: y(0) - y(p.errors), class: 'bar bar-errors' }));
     }
   });
-  for (const i of [0, Math.floor(pts.length / 2), pts.length - 1]) {
-    g.append(s('text', { x: L + i * bw + bw / 2, y: H - 6, 'text-anchor': 'middle', class: 'axis-label' }, tickLabel(pts[i].start_us, stats.bucket_us)));
+  const ticks = [[0, 'start', L], [Math.floor(pts.length / 2), 'middle', null], [pts.length - 1, 'end', W - 2]];
+  for (const [i, anchor, x] of ticks) {
+    g.append(s('text', { x: x ?? L + i * bw + bw / 2, y: H - 6, 'text-anchor': anchor, class: 'axis-label' }, tickLabel(pts[i].start_us, stats.bucket_us)));
   }
   return g;
 }

@@ -32,8 +32,12 @@ async function shot(p, name) {
 }
 
 /** Goes to `#hash` and waits for the page to say it has loaded. */
+let loads = 0;
 async function open(p, hash, selector = '.page[data-loaded="true"]') {
-  await p.goto(`${ADMIN}/${hash}`);
+  // A distinct query makes every call a full page load (a change of the
+  // hash alone would keep the old page's DOM around for a moment).
+  loads += 1;
+  await p.goto(`${ADMIN}/?load=${loads}${hash}`);
   await p.waitForSelector(selector, { timeout: WAIT });
 }
 
