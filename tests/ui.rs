@@ -78,10 +78,19 @@ async fn the_ui_opens_without_the_token_but_the_api_does_not() {
     let h = Harness::start_with(|c| c.admin_token = TOKEN.into()).await;
     let c = client();
     for path in ["/", "/ui/app.js", "/ui/style.css"] {
-        assert_eq!(get(&c, &h, path, &[]).await.status, StatusCode::OK, "{path}");
+        assert_eq!(
+            get(&c, &h, path, &[]).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
     }
     let bearer = format!("Bearer {TOKEN}");
-    for path in ["/api/traces", "/api/live", "/api/stats", "/api/export?format=json"] {
+    for path in [
+        "/api/traces",
+        "/api/live",
+        "/api/stats",
+        "/api/export?format=json",
+    ] {
         let got = get(&c, &h, path, &[]).await;
         assert_eq!(got.status, StatusCode::UNAUTHORIZED, "{path}");
         let got = get(&c, &h, path, &[("authorization", "Bearer wrong")]).await;

@@ -164,9 +164,10 @@ mod tests {
         // specifier, stylesheet, icon) must be one we serve.
         for a in ASSETS {
             let text = std::str::from_utf8(a.body).unwrap();
-            for piece in text.split(['"', '\'']).filter(|p| {
-                p.starts_with("/ui/") || (p.starts_with("./") && p.ends_with(".js"))
-            }) {
+            for piece in text
+                .split(['"', '\''])
+                .filter(|p| p.starts_with("/ui/") || (p.starts_with("./") && p.ends_with(".js")))
+            {
                 let path = match piece.strip_prefix("./") {
                     Some(rest) => format!("/ui/{rest}"),
                     None => piece.to_string(),
@@ -180,7 +181,13 @@ mod tests {
     fn no_inline_script_or_html_injection_sinks() {
         for a in ASSETS {
             let text = std::str::from_utf8(a.body).unwrap();
-            for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+            ] {
                 assert!(!text.contains(sink), "{} uses {sink}", a.path);
             }
         }

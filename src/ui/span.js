@@ -61,7 +61,7 @@ export function render(view, r, ctx) {
       if (sp.reasoning_tokens) fact(dl, 'Reasoning tokens', fmtNum(sp.reasoning_tokens));
       fact(dl, 'Cost', sp.cost_usd === null ? (sp.input_tokens !== null || sp.output_tokens !== null ? 'unknown (no price for this model)' : '–') : fmtCost(sp.cost_usd));
       fact(dl, 'Finish reason', sp.finish_reason);
-      fact(dl, 'Message id', sp.response_id, 'mono');
+      if (sp.response_id) fact(dl, 'Message id', h('a', { href: `#/traces?q=${encodeURIComponent(sp.response_id)}`, id: 'message-id', title: 'Traces with this message id' }, sp.response_id), 'mono');
       fact(dl, 'Trace', h('a', { href: `#/trace/${encodeURIComponent(sp.trace_id)}`, id: 'trace-link' }, sp.trace_id), 'mono');
       fact(dl, 'Span id', sp.span_id, 'mono');
       if (sp.parent_span_id) fact(dl, 'Parent span', h('a', { href: `#/span/${encodeURIComponent(sp.parent_span_id)}` }, sp.parent_span_id), 'mono');

@@ -220,6 +220,11 @@ test('span page: streamed chat, Anthropic and Responses bodies become messages; 
   const chat = await page.$$eval('#conversation .msg', (els) => els.map((el) => [el.dataset.role, el.querySelector('.msg-text')?.textContent]));
   assert.deepEqual(chat, [['user', 'Stream a short answer.'], ['assistant', words]]);
   assert.match(await page.locator('dl.facts').textContent(), /Time to first token/);
+  // The message id links to the traces holding it.
+  assert.equal(await page.textContent('#message-id'), FACTS.streamId);
+  await page.click('#message-id');
+  await page.waitForSelector('.page-traces[data-loaded="true"] #traces-table', { timeout: WAIT });
+  assert.equal(await rows(page).count(), 1);
 
   for (const [provider, first] of [['anthropic', ['system', 'Be brief.']], ['openai', ['system', 'Answer in one line.']]]) {
     const path = provider === 'anthropic' ? '/v1/messages' : '/v1/responses';
