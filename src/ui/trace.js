@@ -61,7 +61,7 @@ export function render(view, r, ctx) {
       const t0 = tot.start_time_us;
       const totalUs = Math.max(1, tot.end_time_us - t0);
       const failed = tot.error_count > 0;
-      const waterfall = h('div', { class: 'waterfall', id: 'waterfall', role: 'list', 'aria-label': 'Spans on a time axis' },
+      const waterfall = h('nav', { class: 'waterfall', id: 'waterfall', 'aria-label': 'Spans on a time axis' },
         axis(totalUs / 1000),
         rows.map((row) => {
           const sp = row.span;
@@ -72,7 +72,7 @@ export function render(view, r, ctx) {
           label.style.paddingLeft = `${0.4 + row.depth * 1.1}rem`;
           return h('a', {
             class: ['wf-row', sp.status === 'failed' ? 'wf-row-failed' : null],
-            role: 'listitem',
+            'aria-label': `${sp.name || sp.operation_type}, ${sp.status}, ${fmtMs(sp.duration_ms)}, depth ${row.depth}`,
             href: `#/span/${encodeURIComponent(sp.span_id)}`,
             'data-span-id': sp.span_id,
             'data-parent-id': sp.parent_span_id || '',
