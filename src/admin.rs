@@ -1,9 +1,10 @@
-//! Admin listener: health (`/healthz`, `/readyz`) and the query API
-//! (`/api/…`, delegated to `api`); the UI and metrics later.
+//! Admin listener: health (`/healthz`, `/readyz`), `/metrics`, the query
+//! API (`/api/…`, delegated to `api`) and the web UI (`/`, `/ui/…`,
+//! delegated to `ui`).
 //!
 //! Serves on its own port (default 127.0.0.1:4001), never on the proxy's.
-//! `/healthz` and `/readyz` stay open; `/api/` asks for the admin token
-//! when one is configured.
+//! `/healthz`, `/readyz` and the UI's static files stay open (they hold no
+//! data); `/api/` asks for the admin token when one is configured.
 
 use std::sync::Arc;
 
@@ -35,6 +36,9 @@ impl Admin {
         let path = req.uri().path();
         if path == "/api" || path.starts_with("/api/") {
             return self.api.handle(&req).await;
+        }
+        if crate::ui::is_ui_path(path) {
+            return crate::ui::serve(req.method(), path, req.headers()).map(Either::Left);
         }
         self.health(req).await.map(Either::Left)
     }

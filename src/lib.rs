@@ -30,6 +30,7 @@ pub mod stitch;
 pub mod store;
 pub mod tee;
 pub mod tokens;
+pub mod ui;
 pub mod upstream;
 
 use std::future::Future;
