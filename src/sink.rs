@@ -48,6 +48,8 @@ struct Queue {
     max_bytes: usize,
     stats: SinkStats,
     last_drop_warning: Mutex<Option<Instant>>,
+    /// Secrets removed from each batch before it is written (`redact`).
+    redactor: std::sync::OnceLock<crate::redact::Redactor>,
 }
 
 /// The handle the request path holds. Cloning is cheap.
@@ -78,8 +80,15 @@ impl SpanSink {
                 max_bytes,
                 stats: SinkStats::default(),
                 last_drop_warning: Mutex::new(None),
+                redactor: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Sets the patterns the batcher redacts every span with before it is
+    /// written. Only the first call counts.
+    pub fn set_redactor(&self, redactor: crate::redact::Redactor) {
+        let _ = self.queue.redactor.set(redactor);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -276,6 +285,10 @@ pub async fn run_batcher(
         if batch.is_empty() {
             continue;
         }
+        let batch = redact_batch(&sink, batch).await;
+        if batch.is_empty() {
+            continue;
+        }
         last_commit = Some(Instant::now());
         match store.write_spans(&batch, max_rows_per_statement).await {
             Ok(()) => {
@@ -302,6 +315,34 @@ pub async fn run_batcher(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
+        }
+    }
+}
+
+/// Redacts a batch on a blocking thread (regex work stays off the async
+/// workers that serve traffic).
+async fn redact_batch(sink: &SpanSink, mut batch: Vec<Span>) -> Vec<Span> {
+    if sink.queue.redactor.get().is_none_or(|r| r.is_empty()) {
+        return batch;
+    }
+    let n = batch.len() as u64;
+    let queue = Arc::clone(&sink.queue);
+    let job = move || {
+        if let Some(r) = queue.redactor.get() {
+            for span in &mut batch {
+                r.redact_span(span);
+            }
+        }
+        batch
+    };
+    match tokio::task::spawn_blocking(job).await {
+        Ok(batch) => batch,
+        Err(error) => {
+            // Only a panic inside the regex engine gets here; the spans are
+            // lost rather than stored unredacted.
+            sink.stats().dropped.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(%error, spans = n, "Redaction failed; spans dropped");
+            Vec::new()
         }
     }
 }
