@@ -2,7 +2,8 @@
 //!
 //! Owns the compiled `[tracing] redact_patterns` and their application to
 //! a span's free-text fields (captured bodies, error message, properties,
-//! ids taken from headers) before the span is stored or exported. It runs in
+//! ids taken from headers, response id), plus literal removal of the
+//! request's own header credentials, before the span is stored or exported. It runs in
 //! the batcher, on a blocking thread, never on the request path.
 //!
 //! Each pattern is a regular expression (Rust `regex` syntax). Where it
@@ -126,22 +127,76 @@ impl Redactor {
         if self.is_empty() {
             return;
         }
-        for field in [
-            &mut span.request_body,
-            &mut span.response_body,
-            &mut span.error_message,
-            &mut span.properties,
-            &mut span.session_id,
-            &mut span.user_id,
-            &mut span.conversation_id,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for field in text_fields(span) {
             self.redact_string(field);
         }
-        self.redact_string(&mut span.path);
     }
+}
+
+/// Shortest credential value removed literally (shorter ones would turn
+/// ordinary words into `[REDACTED]`).
+pub const MIN_LITERAL_LEN: usize = 8;
+
+/// The credentials a request carries in its headers (`Authorization`
+/// without its scheme, `x-api-key`, `api-key`, `x-goog-api-key`), at least
+/// [`MIN_LITERAL_LEN`] bytes long: they are removed literally from the span,
+/// whatever their shape (an Azure key is 32 hex digits, which no pattern
+/// could tell from an id).
+pub fn header_secrets(headers: &http::HeaderMap) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in [
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+    ] {
+        for value in headers.get_all(name) {
+            let Ok(v) = value.to_str() else { continue };
+            let v = v.trim();
+            // "Bearer KEY", "Basic ...": the credential is the last word.
+            let v = v.rsplit(' ').next().unwrap_or(v).trim();
+            if v.len() >= MIN_LITERAL_LEN && !out.iter().any(|o: &String| o == v) {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Replaces every occurrence of each of `literals` in the span's text
+/// fields with [`REDACTED`].
+pub fn redact_literals(span: &mut Span, literals: &[String]) {
+    if literals.is_empty() {
+        return;
+    }
+    let fix = |s: &mut String| {
+        for lit in literals {
+            if s.contains(lit.as_str()) {
+                *s = s.replace(lit.as_str(), REDACTED);
+            }
+        }
+    };
+    for field in text_fields(span) {
+        fix(field);
+    }
+}
+
+/// Every free-text field of a span that could carry a secret.
+fn text_fields(span: &mut Span) -> impl Iterator<Item = &mut String> {
+    [
+        &mut span.request_body,
+        &mut span.response_body,
+        &mut span.error_message,
+        &mut span.properties,
+        &mut span.session_id,
+        &mut span.user_id,
+        &mut span.conversation_id,
+        &mut span.response_id,
+    ]
+    .into_iter()
+    .flatten()
+    .chain(std::iter::once(&mut span.path))
 }
 
 /// Replaces group 1 of each match (the whole match when there is none).
@@ -174,7 +229,10 @@ mod tests {
     fn removes_key_shapes() {
         let r = Redactor::defaults();
         let cases = [
-            ("my key is sk-proj-AbC123xyz_-789 ok", "my key is [REDACTED] ok"),
+            (
+                "my key is sk-proj-AbC123xyz_-789 ok",
+                "my key is [REDACTED] ok",
+            ),
             ("sk-ant-api03-abcdefghijkl", "[REDACTED]"),
             ("k=AIzaSyA1234567890abcdefghijk", "k=[REDACTED]"),
             ("xai-abcdefgh1234 gsk_ABCDEFGH1234", "[REDACTED] [REDACTED]"),
@@ -226,6 +284,14 @@ mod tests {
     #[test]
     fn redacts_every_text_field_of_a_span() {
         let r = Redactor::defaults();
+        let azure = "0123456789abcdef0123456789abcdef";
+        let mut h = http::HeaderMap::new();
+        h.insert("api-key", http::HeaderValue::from_static(azure));
+        h.insert(
+            "authorization",
+            http::HeaderValue::from_static("Bearer short"),
+        );
+        assert_eq!(header_secrets(&h), vec![azure.to_string()]);
         let key = "sk-test-0123456789abcdef";
         let mut s = Span::start(0);
         s.request_body = Some(format!("{{\"content\":\"{key}\"}}"));
@@ -235,8 +301,12 @@ mod tests {
         s.user_id = Some(key.into());
         s.session_id = Some(key.into());
         s.conversation_id = Some(key.into());
+        s.response_id = Some(format!("chatcmpl-{azure}"));
+        redact_literals(&mut s, &header_secrets(&h));
         r.redact_span(&mut s);
         let all = format!("{s:?}");
         assert!(!all.contains(key), "{all}");
+        assert!(!all.contains(azure), "{all}");
+        assert_eq!(s.response_id.as_deref(), Some("chatcmpl-[REDACTED]"));
     }
 }

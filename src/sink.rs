@@ -30,9 +30,18 @@ pub struct SinkStats {
     pub batches: AtomicU64,
 }
 
+/// A queued span: its size, and the request's own credentials (header
+/// values), removed wherever they occur before the span is written. They
+/// live only in memory, and only until the batch is redacted.
+struct Entry {
+    span: Span,
+    size: usize,
+    literals: Vec<String>,
+}
+
 #[derive(Default)]
 struct Inner {
-    spans: VecDeque<(Span, usize)>,
+    spans: VecDeque<Entry>,
     bytes: usize,
 }
 
@@ -99,7 +108,14 @@ impl SpanSink {
 
     /// Queues a finished span. Never waits on the store.
     pub fn send(&self, span: Span) {
-        let size = span.approx_bytes();
+        self.send_redacting(span, Vec::new());
+    }
+
+    /// Queues a finished span whose text fields must not contain any of
+    /// `literals` (the request's credentials): the batcher replaces them,
+    /// with the configured patterns, before writing.
+    pub fn send_redacting(&self, span: Span, literals: Vec<String>) {
+        let size = span.approx_bytes() + literals.iter().map(String::len).sum::<usize>();
         let q = &self.queue;
         if let Some(m) = &q.metrics {
             m.record(&span);
@@ -107,7 +123,11 @@ impl SpanSink {
         q.stats.enqueued.fetch_add(1, Ordering::Relaxed);
         let (len, dropped) = {
             let mut inner = self.lock();
-            inner.spans.push_back((span, size));
+            inner.spans.push_back(Entry {
+                span,
+                size,
+                literals,
+            });
             inner.bytes += size;
             let dropped = evict_over_budget(&mut inner, q.max_bytes);
             (inner.spans.len(), dropped)
@@ -125,12 +145,23 @@ impl SpanSink {
     /// CPU-heavy finishing such as token estimation, kept off the request
     /// path). The batcher does not exit while such work is pending.
     pub fn send_after(&self, span: Span, work: impl FnOnce(&mut Span) + Send + 'static) {
+        self.send_after_redacting(span, Vec::new(), work);
+    }
+
+    /// [`send_after`](Self::send_after) with the request's credentials (see
+    /// [`send_redacting`](Self::send_redacting)).
+    pub fn send_after_redacting(
+        &self,
+        span: Span,
+        literals: Vec<String>,
+        work: impl FnOnce(&mut Span) + Send + 'static,
+    ) {
         self.queue.deferred.fetch_add(1, Ordering::SeqCst);
         let sink = self.clone();
         let job = move || {
             let mut span = span;
             work(&mut span);
-            sink.send(span);
+            sink.send_redacting(span, literals);
             sink.queue.deferred.fetch_sub(1, Ordering::SeqCst);
             sink.queue.notify.notify_one();
         };
@@ -179,16 +210,16 @@ impl SpanSink {
         self.queue.closed.load(Ordering::SeqCst)
     }
 
-    fn take(&self, max: usize) -> Vec<Span> {
+    fn take(&self, max: usize) -> Vec<(Span, Vec<String>)> {
         let mut inner = self.lock();
         let n = inner.spans.len().min(max);
         let mut freed = 0;
-        let out: Vec<Span> = inner
+        let out: Vec<(Span, Vec<String>)> = inner
             .spans
             .drain(..n)
-            .map(|(span, size)| {
-                freed += size;
-                span
+            .map(|e| {
+                freed += e.size;
+                (e.span, e.literals)
             })
             .collect();
         inner.bytes -= freed;
@@ -202,7 +233,11 @@ impl SpanSink {
             for span in spans.into_iter().rev() {
                 let size = span.approx_bytes();
                 inner.bytes += size;
-                inner.spans.push_front((span, size));
+                inner.spans.push_front(Entry {
+                    span,
+                    size,
+                    literals: Vec::new(),
+                });
             }
             evict_over_budget(&mut inner, self.queue.max_bytes)
         };
@@ -220,8 +255,8 @@ fn evict_over_budget(inner: &mut Inner, max_bytes: usize) -> u64 {
     let mut dropped = 0;
     while inner.bytes > max_bytes {
         match inner.spans.pop_front() {
-            Some((_, size)) => {
-                inner.bytes -= size;
+            Some(e) => {
+                inner.bytes -= e.size;
                 dropped += 1;
             }
             None => break,
@@ -321,19 +356,24 @@ pub async fn run_batcher(
 
 /// Redacts a batch on a blocking thread (regex work stays off the async
 /// workers that serve traffic).
-async fn redact_batch(sink: &SpanSink, mut batch: Vec<Span>) -> Vec<Span> {
-    if sink.queue.redactor.get().is_none_or(|r| r.is_empty()) {
-        return batch;
+async fn redact_batch(sink: &SpanSink, batch: Vec<(Span, Vec<String>)>) -> Vec<Span> {
+    let no_patterns = sink.queue.redactor.get().is_none_or(|r| r.is_empty());
+    if no_patterns && batch.iter().all(|(_, l)| l.is_empty()) {
+        return batch.into_iter().map(|(s, _)| s).collect();
     }
     let n = batch.len() as u64;
     let queue = Arc::clone(&sink.queue);
     let job = move || {
-        if let Some(r) = queue.redactor.get() {
-            for span in &mut batch {
-                r.redact_span(span);
-            }
-        }
+        let none = crate::redact::Redactor::default();
+        let r = queue.redactor.get().unwrap_or(&none);
         batch
+            .into_iter()
+            .map(|(mut span, literals)| {
+                crate::redact::redact_literals(&mut span, &literals);
+                r.redact_span(&mut span);
+                span
+            })
+            .collect::<Vec<Span>>()
     };
     match tokio::task::spawn_blocking(job).await {
         Ok(batch) => batch,
@@ -369,7 +409,7 @@ mod tests {
         }
         assert_eq!(sink.depth(), (3, one * 3));
         assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 2);
-        let kept: Vec<String> = sink.take(10).into_iter().map(|s| s.span_id).collect();
+        let kept: Vec<String> = sink.take(10).into_iter().map(|s| s.0.span_id).collect();
         assert_eq!(kept, ids[2..].to_vec());
         assert_eq!(sink.depth(), (0, 0));
     }
@@ -385,7 +425,7 @@ mod tests {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(sink.take(1)[0].output_tokens, Some(42));
+        assert_eq!(sink.take(1)[0].0.output_tokens, Some(42));
         assert_eq!(sink.queue.deferred.load(Ordering::SeqCst), 0);
     }
 
@@ -398,12 +438,12 @@ mod tests {
         for s in a {
             sink.send(s);
         }
-        let taken = sink.take(2);
+        let taken = sink.take(2).into_iter().map(|s| s.0).collect();
         let newer = span(10);
         let newer_id = newer.span_id.clone();
         sink.send(newer);
         sink.requeue(taken);
-        let order: Vec<String> = sink.take(10).into_iter().map(|s| s.span_id).collect();
+        let order: Vec<String> = sink.take(10).into_iter().map(|s| s.0.span_id).collect();
         assert_eq!(
             order,
             vec![ids[0].clone(), ids[1].clone(), ids[2].clone(), newer_id]
