@@ -2,8 +2,8 @@
 //! (`/api/…`, delegated to `api`); the UI and metrics later.
 //!
 //! Serves on its own port (default 127.0.0.1:4001), never on the proxy's.
-//! `/healthz` and `/readyz` stay open; `/api/` asks for the admin token
-//! when one is configured.
+//! `/healthz` and `/readyz` stay open; `/api/` and `/metrics` ask for the
+//! admin token when one is configured.
 
 use std::sync::Arc;
 
@@ -35,6 +35,13 @@ impl Admin {
         let path = req.uri().path();
         if path == "/api" || path.starts_with("/api/") {
             return self.api.handle(&req).await;
+        }
+        // Metrics describe the traffic (models, providers, volumes): behind
+        // the token too when one is set. Health stays open for probes.
+        if path == "/metrics" {
+            if let Some(denied) = self.api.unauthorized(req.headers()) {
+                return denied;
+            }
         }
         self.health(req).await.map(Either::Left)
     }
@@ -81,16 +88,24 @@ impl Admin {
     }
 
     async fn readyz(&self) -> Response<Full<Bytes>> {
-        let store_ok = match &self.store {
-            Some(store) => store.ping().await.is_ok(),
-            None => true,
-        };
+        // The store is down when a round trip fails or when the writer's
+        // last batch failed (a lock or a full disk refuses writes, not reads).
+        let writes_failing = self.sink.as_ref().is_some_and(|s| {
+            s.stats()
+                .store_failing
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let store_ok = !writes_failing
+            && match &self.store {
+                Some(store) => store.ping().await.is_ok(),
+                None => true,
+            };
         let (depth, bytes) = self.sink.as_ref().map(SpanSink::depth).unwrap_or((0, 0));
         let queue_ok = bytes < self.queue_max_bytes;
         let ready = store_ok && queue_ok;
         let body = serde_json::json!({
             "ready": ready,
-            "store": if store_ok { "ok" } else { "unreachable" },
+            "store": if store_ok { "ok" } else if writes_failing { "write_failing" } else { "unreachable" },
             "queue_spans": depth,
             "queue_bytes": bytes,
         });

@@ -28,6 +28,10 @@ pub struct SinkStats {
     pub dropped: AtomicU64,
     pub store_errors: AtomicU64,
     pub batches: AtomicU64,
+    /// True from a failed batch write until the next successful one
+    /// (`/readyz` reports the store down: a `SELECT 1` still succeeds
+    /// while writes are locked out).
+    pub store_failing: AtomicBool,
 }
 
 /// A queued span: its size, and the request's own credentials (header
@@ -329,6 +333,9 @@ pub async fn run_batcher(
             Ok(()) => {
                 backoff = BACKOFF_START;
                 let stats = sink.stats();
+                if stats.store_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(spans = batch.len(), "Span store writable again");
+                }
                 stats
                     .written
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -337,6 +344,7 @@ pub async fn run_batcher(
             }
             Err(error) => {
                 sink.stats().store_errors.fetch_add(1, Ordering::Relaxed);
+                sink.stats().store_failing.store(true, Ordering::Relaxed);
                 let n = batch.len();
                 if closed_at.is_some_and(|t| t.elapsed() >= exit_deadline) {
                     let (left, _) = sink.depth();
