@@ -60,6 +60,9 @@ fn messages(stream: bool) -> String {
     .to_string()
 }
 
+/// Path, headers, body, expected status.
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, String, u16);
+
 /// Every place a key is found in `haystack`.
 fn hits(haystack: &[u8]) -> Vec<&'static str> {
     ALL.iter()
@@ -99,7 +102,7 @@ async fn api_keys_never_reach_the_store_logs_api_or_metrics() {
     let gemini_path = format!("/gemini/chat/completions?key={K_GEMINI}");
     let query_path = format!("/v1/chat/completions?api-version=1&api-key={K_QUERY}");
     #[rustfmt::skip]
-    let cases: Vec<(String, Vec<(&str, &str)>, String, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("/v1/chat/completions".into(), vec![oa[0], echo, prop], chat(false), 200),
         ("/v1/chat/completions".into(), vec![oa[0], echo], chat(true), 200),
         ("/v1/chat/completions".into(), vec![oa[0], echo401], chat(false), 401),
