@@ -120,6 +120,11 @@ pub struct TracingConfig {
     /// that lack it (for exact token counts) and remove the extra usage chunk
     /// from what the client receives. Off: traffic is never altered.
     pub exact_stream_usage: bool,
+    /// Regular expressions for secrets removed from captured bodies, error
+    /// messages and properties before a span is stored (group 1 of a match
+    /// is replaced by `[REDACTED]`, or the whole match without groups).
+    /// Setting it replaces the defaults; `[]` turns redaction off.
+    pub redact_patterns: Vec<String>,
 }
 
 /// Connections to providers.
@@ -239,6 +244,10 @@ impl Default for TracingConfig {
             max_parse_bytes: 8 * 1024 * 1024,
             api_key_salt: String::new(),
             exact_stream_usage: false,
+            redact_patterns: crate::redact::DEFAULT_PATTERNS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
         }
     }
 }
@@ -472,6 +481,12 @@ impl Config {
                 "must be at least 65536",
             ));
         }
+        if let Err(e) = crate::redact::Redactor::new(&t.redact_patterns) {
+            return Err(ConfigError::invalid(
+                format!("tracing.redact_patterns[{}]", e.index),
+                e.to_string(),
+            ));
+        }
         if self.upstream.connect_timeout_ms == 0 {
             return Err(ConfigError::invalid(
                 "upstream.connect_timeout_ms",
@@ -570,6 +585,7 @@ mod tests {
             d.tracing.batch_interval_ms
         );
         assert_eq!(config.tracing.queue_max_bytes, d.tracing.queue_max_bytes);
+        assert_eq!(config.tracing.redact_patterns, d.tracing.redact_patterns);
         assert_eq!(
             config.tracing.max_capture_bytes,
             d.tracing.max_capture_bytes
@@ -700,5 +716,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("routes[1].prefix"));
+    }
+
+    #[test]
+    fn bad_redact_pattern_names_the_key() {
+        let mut c = Config::default();
+        c.tracing.redact_patterns = vec!["sk-[a-z]+".into(), "(oops".into()];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("tracing.redact_patterns[1]"), "{err}");
+        c.tracing.redact_patterns = vec![];
+        c.validate().unwrap();
     }
 }

@@ -22,6 +22,7 @@ pub mod observe;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
+pub mod redact;
 pub mod router;
 pub mod sink;
 pub mod span;
@@ -56,6 +57,8 @@ pub enum RunError {
     Routes(String),
     #[error("prices: {0}")]
     Pricing(#[from] pricing::PricingError),
+    #[error("invalid tracing.redact_patterns: {0}")]
+    Redact(#[from] redact::PatternError),
     #[error("the admin listener is on {0}, not a loopback address: set admin_token (LLMTAP_ADMIN_TOKEN)")]
     AdminExposed(std::net::SocketAddr),
 }
@@ -105,6 +108,7 @@ pub async fn run(
             config.tracing.queue_max_bytes,
             Some(Arc::clone(&metrics)),
         );
+        sink.set_redactor(redact::Redactor::new(&config.tracing.redact_patterns)?);
         let batcher = tokio::spawn(sink::run_batcher(
             sink.clone(),
             store.clone(),
