@@ -39,6 +39,8 @@ pub struct LiveSpan {
     pub session_id: Option<String>,
     pub user_id: Option<String>,
     pub conversation_id: Option<String>,
+    /// The requested model, once the request body has been read.
+    pub model: Option<String>,
 }
 
 /// See the module docs.
@@ -98,6 +100,7 @@ impl Live {
             session_id: explicit.session_id.clone(),
             user_id: explicit.user_id.clone(),
             conversation_id: explicit.conversation_id.clone(),
+            model: None,
         };
         if self
             .shard(&span.span_id)
@@ -106,6 +109,14 @@ impl Live {
         {
             // The same id twice (64 random bits): one entry, counted once.
             self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the requested model of a listed exchange (a no-op when it is
+    /// not listed, e.g. already finished).
+    pub fn set_model(&self, span_id: &str, model: &str) {
+        if let Some(entry) = self.shard(span_id).get_mut(span_id) {
+            entry.model = Some(model.to_string());
         }
     }
 

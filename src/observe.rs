@@ -101,6 +101,9 @@ pub struct RequestObserver {
     seen: usize,
     capture: Option<usize>,
     max_parse: usize,
+    /// The exchange's entry in the live registry, which learns the model
+    /// once the request body is parsed.
+    span_id: String,
 }
 
 impl RequestObserver {
@@ -112,6 +115,7 @@ impl RequestObserver {
         seed: u64,
         explicit_trace: bool,
         start_us: i64,
+        span_id: String,
     ) -> Self {
         let capture = rec.capture_bodies.then_some(rec.max_capture_bytes);
         let parse = if endpoint.parses_request() {
@@ -132,6 +136,7 @@ impl RequestObserver {
             seen: 0,
             capture,
             max_parse: parse,
+            span_id,
         }
     }
 }
@@ -157,6 +162,9 @@ impl Observer for RequestObserver {
         } else {
             None
         };
+        if let Some(model) = facts.as_ref().and_then(|f| f.model.as_deref()) {
+            self.rec.live.set_model(&self.span_id, model);
+        }
         let captured = self
             .capture
             .map(|max| capture_text(&self.buf, self.seen, max));
@@ -276,6 +284,7 @@ impl Exchange {
             seed,
             explicit.traceparent.is_some(),
             start_us,
+            span.span_id.clone(),
         );
         let exchange = Exchange {
             rec,
