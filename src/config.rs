@@ -720,6 +720,18 @@ mod tests {
             config.shutdown.drain_timeout_ms,
             d.shutdown.drain_timeout_ms
         );
+        assert_eq!(config.upstream.idle_timeout_ms, d.upstream.idle_timeout_ms);
+        let (l, dl) = (&config.limits, &d.limits);
+        assert_eq!(l.max_header_bytes, dl.max_header_bytes);
+        assert_eq!(l.max_body_bytes, dl.max_body_bytes);
+        assert_eq!(l.header_read_timeout_ms, dl.header_read_timeout_ms);
+        assert_eq!(l.h2_max_concurrent_streams, dl.h2_max_concurrent_streams);
+        assert_eq!(
+            l.h2_max_pending_reset_streams,
+            dl.h2_max_pending_reset_streams
+        );
+        assert_eq!(l.h2_keep_alive_interval_ms, dl.h2_keep_alive_interval_ms);
+        assert_eq!(l.h2_keep_alive_timeout_ms, dl.h2_keep_alive_timeout_ms);
         assert_eq!(config.routes[0].prefix, "/v1");
         assert_eq!(config.routes[1].prefix, "/anthropic");
         assert!(config.routes[1].strip_prefix);
@@ -754,6 +766,56 @@ mod tests {
             with_azure.routes.last().unwrap().provider.as_deref(),
             Some("azure.ai.openai")
         );
+    }
+
+    #[test]
+    fn route_timeouts_and_limits_parse_and_validate() {
+        let text = r#"
+            [upstream]
+            idle_timeout_ms = 1000
+            [limits]
+            max_body_bytes = 1024
+            [[routes]]
+            prefix = "/slow"
+            upstream = "http://127.0.0.1:8000"
+            first_byte_timeout_ms = 1200000
+            idle_timeout_ms = 900000
+        "#;
+        let c = Config::from_toml(text, Path::new("x")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.upstream.idle_timeout_ms, 1000);
+        assert_eq!(c.limits.max_body_bytes, 1024);
+        assert_eq!(c.routes[0].first_byte_timeout_ms, Some(1_200_000));
+        assert_eq!(c.routes[0].idle_timeout_ms, Some(900_000));
+        assert_eq!(c.routes[0].connect_timeout_ms, None);
+        let mut bad = c.clone();
+        bad.routes[0].idle_timeout_ms = Some(0);
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("routes[0].idle_timeout_ms"), "{err}");
+        let mut bad = c.clone();
+        bad.limits.max_header_bytes = 100;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.max_header_bytes"), "{err}");
+        let mut bad = c.clone();
+        bad.limits.h2_max_pending_reset_streams = 0;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.h2_max_pending_reset_streams"), "{err}");
+        let mut bad = c;
+        bad.upstream.idle_timeout_ms = 0;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("upstream.idle_timeout_ms"), "{err}");
+        let err = Config::from_toml("[limits]\nmax_body = 1\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_body"), "{err}");
+        let mut c = Config::default();
+        c.apply_env(&env(&[
+            ("LLMTAP_IDLE_TIMEOUT_MS", "5000"),
+            ("LLMTAP_MAX_BODY_BYTES", "77"),
+        ]))
+        .unwrap();
+        assert_eq!(c.upstream.idle_timeout_ms, 5000);
+        assert_eq!(c.limits.max_body_bytes, 77);
     }
 
     #[test]

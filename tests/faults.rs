@@ -131,6 +131,72 @@ async fn tls_to_a_plain_tcp_server_is_502_tls_error() {
     assert_nothing_leaked(&h).await;
 }
 
+/// A self-signed certificate for `localhost` / 127.0.0.1 (P-256, valid
+/// until 2126), made once with openssl for this test: no CA trusts it.
+const SELF_SIGNED_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBmzCCAUGgAwIBAgIUDuigVi2ZM6VH4FSzyBU5bvQSit0wCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNDEzNDcxMFoYDzIxMjYxMDMx
+MTM0NzEwWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAQ3TcOaOjA5A0gki0kRnSo2Nu4lceeiyz3ArarIgN+0NxslBx+VYmSo
+9jf0qeJOk62Cmw/RJj5gIf1IfulnrCtCo28wbTAdBgNVHQ4EFgQU8a+kTFXCGjEq
+is0RoMPAiVjqUx0wHwYDVR0jBBgwFoAU8a+kTFXCGjEqis0RoMPAiVjqUx0wDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
+zj0EAwIDSAAwRQIhAJ2T5qdLHXqCyiUCbGd6xtye5raAFTSb64wRai3tvbXEAiBD
+FPr1yYap8BzdB+Sbl860UQrUWOhopTcLQT19ZSjYGQ==
+-----END CERTIFICATE-----
+";
+/// Its key (PKCS#8). A throwaway test key; it protects nothing.
+const SELF_SIGNED_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgaVG0F6srr7n2uD+G
+uHNvNkGV2HbbpeATpiLvGcRSuPehRANCAAQ3TcOaOjA5A0gki0kRnSo2Nu4lceei
+yz3ArarIgN+0NxslBx+VYmSo9jf0qeJOk62Cmw/RJj5gIf1IfulnrCtC
+-----END PRIVATE KEY-----
+";
+
+#[tokio::test]
+async fn tls_to_a_self_signed_server_is_502_tls_error() {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let cert = CertificateDer::from_pem_slice(SELF_SIGNED_CERT.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(SELF_SIGNED_KEY.as_bytes()).unwrap();
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let done = Arc::clone(&handshakes);
+    let up = RawUpstream::start(move |s: TcpStream| {
+        let (acceptor, done) = (acceptor.clone(), Arc::clone(&done));
+        async move {
+            // The handshake fails on the client's side (unknown issuer).
+            if acceptor.accept(s).await.is_ok() {
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    let url = format!("https://{}", up.addr);
+    let h = started(|c| add_route(c, "/selfsigned", &url, None, None)).await;
+    let p = fetch(
+        &h.url("/selfsigned/v1/chat/completions"),
+        &chat_body(false, false),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(error_code(&p), "upstream_tls_error");
+    let msg = String::from_utf8_lossy(&p.body).to_string();
+    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+    let s = h.one_span().await;
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["error_type"], "upstream_tls_error");
+    assert_eq!(s["http_status"], 502);
+    assert_eq!(up.accepted(), 1);
+    assert_eq!(handshakes.load(Ordering::SeqCst), 0);
+    assert_nothing_leaked(&h).await;
+}
+
 #[tokio::test]
 async fn unknown_host_is_502_unreachable() {
     // `.invalid` never resolves (RFC 6761). Where no resolver answers at
