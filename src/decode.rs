@@ -136,7 +136,7 @@ impl Decoder {
             Inner::Brotli(d) => {
                 let mut result = Ok(());
                 for slice in input.chunks(BROTLI_SLICE) {
-                    result = brotli_slice(&mut **d, slice, decoded, max, out);
+                    result = brotli_slice(d, slice, decoded, max, out);
                     if result.is_err() {
                         break;
                     }

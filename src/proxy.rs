@@ -39,11 +39,12 @@ type FromUpstream = IdleTimeout<Incoming>;
 /// The upstream's response as the client receives it.
 type Passed = Either<FromUpstream, Tee<FromUpstream, ResponseObserver>>;
 
-/// What the client receives: the upstream's body (teed or not, stripped of
-/// an injected usage chunk or not), or llmtap's own JSON error; counted in
-/// flight until it ends.
-pub type ProxyBody =
-    InFlight<Either<Either<Passed, StripUsage<Tee<FromUpstream, ResponseObserver>>>, Full<Bytes>>>;
+/// The upstream's body (teed or not, stripped of an injected usage chunk or
+/// not), or llmtap's own JSON error.
+type Answer = Either<Either<Passed, StripUsage<Tee<FromUpstream, ResponseObserver>>>, Full<Bytes>>;
+
+/// What the client receives: the answer, counted in flight until it ends.
+pub type ProxyBody = InFlight<Answer>;
 
 /// The request handler. Shared by all connections.
 pub struct Proxy {
@@ -83,12 +84,7 @@ impl Proxy {
         })
     }
 
-    async fn handle_inner(
-        &self,
-        req: Request<Incoming>,
-    ) -> Response<
-        Either<Either<Passed, StripUsage<Tee<FromUpstream, ResponseObserver>>>, Full<Bytes>>,
-    > {
+    async fn handle_inner(&self, req: Request<Incoming>) -> Response<Answer> {
         let started = Instant::now();
         let matched = match self.router.route(req.uri()) {
             Ok(m) => m,
@@ -130,7 +126,7 @@ impl Proxy {
             Some(rec) => {
                 let endpoint =
                     Endpoint::classify(route.format, &parts.method, &matched.upstream_path);
-                let (exchange, observer) = Exchange::start(
+                let (mut exchange, observer) = Exchange::start(
                     Arc::clone(rec),
                     started,
                     span::now_us(),
@@ -142,7 +138,6 @@ impl Proxy {
                     &matched.upstream_path,
                     &parts.headers,
                 );
-                let mut exchange = exchange;
                 if let Some(error) = too_large {
                     self.traffic.body_too_large.fetch_add(1, Ordering::Relaxed);
                     drop(observer);

@@ -314,7 +314,13 @@ where
             Poll::Pending => {
                 if !*this.waiting {
                     *this.waiting = true;
-                    this.sleep.as_mut().reset(Instant::now() + *this.idle);
+                    let now = Instant::now();
+                    // A configured idle time past what `Instant` can add is
+                    // "a year": never, in practice.
+                    let deadline = now
+                        .checked_add(*this.idle)
+                        .unwrap_or(now + Duration::from_secs(365 * 86_400));
+                    this.sleep.as_mut().reset(deadline);
                 }
                 match this.sleep.poll(cx) {
                     Poll::Ready(()) => {

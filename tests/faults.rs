@@ -460,7 +460,9 @@ async fn slow_reader_holds_the_upstream_back() {
     })
     .await;
     let url = up.url();
-    let h = started(|c| add_route(c, "/slow", &url, None, None)).await;
+    // A short idle timeout: the reader's pause (longer than it) must not
+    // count as upstream silence.
+    let h = started(|c| add_route(c, "/slow", &url, None, Some(700))).await;
     let c = client();
     let req = request(Method::GET, &h.url("/slow/v1/files/x/content"), &[], "");
     let resp = c.request(req).await.unwrap();
@@ -496,15 +498,18 @@ async fn slow_reader_holds_the_upstream_back() {
     assert_eq!(metric(&h, "llmtap_inflight_requests").await, 1.0);
     assert_eq!(metric(&h, "llmtap_upstream_connections").await, 1.0);
     assert_eq!(metric(&h, "llmtap_open_connections").await, 1.0);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     // Reading on lets the upstream finish: every byte arrives.
     while let Some(f) = tokio::time::timeout(Duration::from_secs(30), body.frame())
         .await
         .expect("stalled")
     {
-        read += f.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+        let f = f.unwrap_or_else(|e| panic!("cut after {read} bytes: {e}"));
+        read += f.into_data().map(|d| d.len()).unwrap_or(0);
     }
     assert_eq!(read, total);
     assert_eq!(finished.load(Ordering::SeqCst), 1);
+    assert_eq!(metric(&h, "llmtap_idle_timeouts_total").await, 0.0);
     drop(body);
     drop(c);
     let s = h.one_span().await;
