@@ -556,3 +556,28 @@ async fn client_hanging_up_mid_stream_closes_the_upstream() {
     assert_eq!(s["error_type"], "client_disconnected");
     assert_nothing_leaked(&h).await;
 }
+
+#[tokio::test]
+async fn with_tracing_off_the_idle_timeout_and_gauges_still_hold() {
+    // No tee, no span: the idle timeout and the counting are on the path
+    // itself.
+    let up = RawUpstream::start(|mut s: TcpStream| async move {
+        if two_events(&mut s).await {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+    })
+    .await;
+    let url = up.url();
+    let h = started(|c| {
+        c.tracing.enabled = false;
+        add_route(c, "/idle", &url, None, Some(300));
+    })
+    .await;
+    let p = fetch(&h.url("/idle/v1/chat/completions"), &chat_body(true, false)).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&p.body).contains(" world"));
+    assert!(p.error.is_some(), "the cut stream ended cleanly");
+    assert_eq!(metric(&h, "llmtap_idle_timeouts_total").await, 1.0);
+    assert_nothing_leaked(&h).await;
+    assert!(!h.db.exists(), "tracing off wrote a store");
+}
