@@ -77,6 +77,8 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Connections to providers.
     pub upstream: UpstreamConfig,
+    /// Limits on what clients may send (headers, bodies, HTTP/2 streams).
+    pub limits: LimitsConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
     /// Zero-code trace structure (see `stitch`).
@@ -136,10 +138,60 @@ pub struct UpstreamConfig {
     /// Time from sending the request to the response headers, milliseconds.
     /// Long on purpose: non-streaming reasoning calls can take minutes.
     pub first_byte_timeout_ms: u64,
+    /// Most time between two chunks of a response body, milliseconds; past
+    /// it the client's stream is cut (as if the upstream had reset it) and
+    /// the span fails with `idle_timeout`. There is no cap on the total
+    /// duration: a long generation that keeps sending is never cut.
+    pub idle_timeout_ms: u64,
     /// Idle pooled connections are closed after this many milliseconds.
     pub pool_idle_timeout_ms: u64,
     /// Most idle pooled connections per upstream host.
     pub pool_max_idle_per_host: usize,
+}
+
+/// Limits on what clients may send. Past them llmtap answers itself (413,
+/// 431) or closes the connection; below them traffic is forwarded untouched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most bytes of a request head (request line and headers). HTTP/1: the
+    /// read buffer (at least 8192; past it the client gets 431); HTTP/2: the
+    /// advertised `SETTINGS_MAX_HEADER_LIST_SIZE`.
+    pub max_header_bytes: usize,
+    /// Most bytes of a request body. A larger `Content-Length` gets 413
+    /// before the upstream is contacted; a chunked body that grows past it is
+    /// cut (the upstream sees an aborted upload, the client an error).
+    pub max_body_bytes: u64,
+    /// HTTP/1: time a client has to send a complete request head,
+    /// milliseconds (against slowloris). Also closes idle keep-alive
+    /// connections that start a request and stall.
+    pub header_read_timeout_ms: u64,
+    /// HTTP/2: most concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: most streams reset by the client before llmtap has accepted
+    /// them (the "rapid reset" flood guard); past it the connection is
+    /// closed with GOAWAY.
+    pub h2_max_pending_reset_streams: usize,
+    /// HTTP/2: ping an idle connection this often, milliseconds (0 = never);
+    /// a ping unanswered for `h2_keep_alive_timeout_ms` closes it.
+    pub h2_keep_alive_interval_ms: u64,
+    /// HTTP/2: how long a keep-alive ping may go unanswered, milliseconds.
+    pub h2_keep_alive_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_header_bytes: 64 * 1024,
+            // OpenAI's Files API takes uploads up to 512 MB.
+            max_body_bytes: 512 * 1024 * 1024,
+            header_read_timeout_ms: 30_000,
+            h2_max_concurrent_streams: 256,
+            h2_max_pending_reset_streams: 20,
+            h2_keep_alive_interval_ms: 30_000,
+            h2_keep_alive_timeout_ms: 20_000,
+        }
+    }
 }
 
 /// Zero-code trace structure: multi-turn chats and agent loops joined into
@@ -204,6 +256,17 @@ pub struct RouteConfig {
     /// Allow `http://` to a host that is not loopback.
     #[serde(default)]
     pub allow_insecure: bool,
+    /// This route's connect timeout (ms); default `upstream.connect_timeout_ms`.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// This route's first-byte timeout (ms); default
+    /// `upstream.first_byte_timeout_ms`.
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// This route's idle timeout between response chunks (ms); default
+    /// `upstream.idle_timeout_ms`.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 fn default_format() -> Format {
@@ -222,6 +285,7 @@ impl Default for Config {
             pricing_file: None,
             tracing: TracingConfig::default(),
             upstream: UpstreamConfig::default(),
+            limits: LimitsConfig::default(),
             shutdown: ShutdownConfig::default(),
             stitching: StitchingConfig::default(),
             routes: default_routes(),
@@ -257,6 +321,7 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             connect_timeout_ms: 10_000,
             first_byte_timeout_ms: 600_000,
+            idle_timeout_ms: 300_000,
             pool_idle_timeout_ms: 90_000,
             pool_max_idle_per_host: 256,
         }
@@ -282,6 +347,9 @@ pub fn default_routes() -> Vec<RouteConfig> {
             strip_prefix: false,
             provider: None,
             allow_insecure: false,
+            connect_timeout_ms: None,
+            first_byte_timeout_ms: None,
+            idle_timeout_ms: None,
         },
         RouteConfig {
             prefix: "/anthropic".to_string(),
@@ -290,6 +358,9 @@ pub fn default_routes() -> Vec<RouteConfig> {
             strip_prefix: true,
             provider: None,
             allow_insecure: false,
+            connect_timeout_ms: None,
+            first_byte_timeout_ms: None,
+            idle_timeout_ms: None,
         },
     ]
 }
@@ -435,6 +506,12 @@ impl Config {
         if let Some(v) = get(env, "LLMTAP_FIRST_BYTE_TIMEOUT_MS")? {
             self.upstream.first_byte_timeout_ms = v;
         }
+        if let Some(v) = get(env, "LLMTAP_IDLE_TIMEOUT_MS")? {
+            self.upstream.idle_timeout_ms = v;
+        }
+        if let Some(v) = get(env, "LLMTAP_MAX_BODY_BYTES")? {
+            self.limits.max_body_bytes = v;
+        }
         Ok(())
     }
 
@@ -499,6 +576,13 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if self.upstream.idle_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "upstream.idle_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        self.limits.validate()?;
         if t.enabled {
             crate::store::StoreUrl::parse(&self.database_url)
                 .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
@@ -534,6 +618,15 @@ impl Config {
             }
             crate::router::UpstreamBase::parse(&route.upstream, route.allow_insecure)
                 .map_err(|e| ConfigError::invalid(key("upstream"), e))?;
+            for (name, value) in [
+                ("connect_timeout_ms", route.connect_timeout_ms),
+                ("first_byte_timeout_ms", route.first_byte_timeout_ms),
+                ("idle_timeout_ms", route.idle_timeout_ms),
+            ] {
+                if value == Some(0) {
+                    return Err(ConfigError::invalid(key(name), "must be at least 1"));
+                }
+            }
             if self.routes[..i]
                 .iter()
                 .any(|r| normalize_prefix(&r.prefix) == normalize_prefix(&route.prefix))
@@ -543,6 +636,51 @@ impl Config {
                     format!("{:?} is configured twice", route.prefix),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+// === impl LimitsConfig ===
+
+impl LimitsConfig {
+    /// Checks values hyper would reject or that would make llmtap useless.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_header_bytes < 8192 || self.max_header_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "limits.max_header_bytes",
+                "must be between 8192 and 16777216",
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "limits.header_read_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.h2_max_concurrent_streams == 0 {
+            return Err(ConfigError::invalid(
+                "limits.h2_max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
+        if self.h2_max_pending_reset_streams == 0 {
+            return Err(ConfigError::invalid(
+                "limits.h2_max_pending_reset_streams",
+                "must be at least 1 (0 would turn off the rapid-reset guard)",
+            ));
+        }
+        if self.h2_keep_alive_interval_ms > 0 && self.h2_keep_alive_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "limits.h2_keep_alive_timeout_ms",
+                "must be at least 1 when h2_keep_alive_interval_ms is set",
+            ));
         }
         Ok(())
     }
@@ -598,6 +736,18 @@ mod tests {
             config.shutdown.drain_timeout_ms,
             d.shutdown.drain_timeout_ms
         );
+        assert_eq!(config.upstream.idle_timeout_ms, d.upstream.idle_timeout_ms);
+        let (l, dl) = (&config.limits, &d.limits);
+        assert_eq!(l.max_header_bytes, dl.max_header_bytes);
+        assert_eq!(l.max_body_bytes, dl.max_body_bytes);
+        assert_eq!(l.header_read_timeout_ms, dl.header_read_timeout_ms);
+        assert_eq!(l.h2_max_concurrent_streams, dl.h2_max_concurrent_streams);
+        assert_eq!(
+            l.h2_max_pending_reset_streams,
+            dl.h2_max_pending_reset_streams
+        );
+        assert_eq!(l.h2_keep_alive_interval_ms, dl.h2_keep_alive_interval_ms);
+        assert_eq!(l.h2_keep_alive_timeout_ms, dl.h2_keep_alive_timeout_ms);
         assert_eq!(config.routes[0].prefix, "/v1");
         assert_eq!(config.routes[1].prefix, "/anthropic");
         assert!(config.routes[1].strip_prefix);
@@ -632,6 +782,56 @@ mod tests {
             with_azure.routes.last().unwrap().provider.as_deref(),
             Some("azure.ai.openai")
         );
+    }
+
+    #[test]
+    fn route_timeouts_and_limits_parse_and_validate() {
+        let text = r#"
+            [upstream]
+            idle_timeout_ms = 1000
+            [limits]
+            max_body_bytes = 1024
+            [[routes]]
+            prefix = "/slow"
+            upstream = "http://127.0.0.1:8000"
+            first_byte_timeout_ms = 1200000
+            idle_timeout_ms = 900000
+        "#;
+        let c = Config::from_toml(text, Path::new("x")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.upstream.idle_timeout_ms, 1000);
+        assert_eq!(c.limits.max_body_bytes, 1024);
+        assert_eq!(c.routes[0].first_byte_timeout_ms, Some(1_200_000));
+        assert_eq!(c.routes[0].idle_timeout_ms, Some(900_000));
+        assert_eq!(c.routes[0].connect_timeout_ms, None);
+        let mut bad = c.clone();
+        bad.routes[0].idle_timeout_ms = Some(0);
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("routes[0].idle_timeout_ms"), "{err}");
+        let mut bad = c.clone();
+        bad.limits.max_header_bytes = 100;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.max_header_bytes"), "{err}");
+        let mut bad = c.clone();
+        bad.limits.h2_max_pending_reset_streams = 0;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.h2_max_pending_reset_streams"), "{err}");
+        let mut bad = c;
+        bad.upstream.idle_timeout_ms = 0;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("upstream.idle_timeout_ms"), "{err}");
+        let err = Config::from_toml("[limits]\nmax_body = 1\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_body"), "{err}");
+        let mut c = Config::default();
+        c.apply_env(&env(&[
+            ("LLMTAP_IDLE_TIMEOUT_MS", "5000"),
+            ("LLMTAP_MAX_BODY_BYTES", "77"),
+        ]))
+        .unwrap();
+        assert_eq!(c.upstream.idle_timeout_ms, 5000);
+        assert_eq!(c.limits.max_body_bytes, 77);
     }
 
     #[test]

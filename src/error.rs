@@ -9,6 +9,10 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
 
+/// The `error_type` of a span whose response body was cut by the idle
+/// timeout (the body error's message starts with it).
+pub const IDLE_TIMEOUT: &str = "idle_timeout";
+
 /// An error llmtap answers itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -28,6 +32,8 @@ pub enum ProxyError {
     Upstream { upstream: String, reason: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("request body {} is over the limit of {limit} bytes (limits.max_body_bytes)", declared.map(|n| format!("of {n} bytes")).unwrap_or_else(|| "grew".to_string()))]
+    BodyTooLarge { declared: Option<u64>, limit: u64 },
 }
 
 impl ProxyError {
@@ -40,6 +46,7 @@ impl ProxyError {
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -53,12 +60,15 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::Upstream { .. } => "upstream_error",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BodyTooLarge { .. } => "request_too_large",
         }
     }
 
     fn kind(&self) -> &'static str {
         match self {
-            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) => "invalid_request_error",
+            ProxyError::NoRoute { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge { .. } => "invalid_request_error",
             _ => "upstream_error",
         }
     }
@@ -124,5 +134,14 @@ mod tests {
             reason: "refused".into(),
         };
         assert_eq!(c.status(), StatusCode::BAD_GATEWAY);
+        let big = ProxyError::BodyTooLarge {
+            declared: Some(10),
+            limit: 5,
+        };
+        assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            big.to_string(),
+            "request body of 10 bytes is over the limit of 5 bytes (limits.max_body_bytes)"
+        );
     }
 }

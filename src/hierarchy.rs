@@ -4,13 +4,19 @@
 //!
 //! Pure: takes spans, returns the tree. Spans whose parent is not among
 //! them (the caller's own span, from `traceparent`) are roots; a malformed
-//! parent cycle cannot loop it (such spans become roots too).
+//! parent cycle cannot loop it (such spans become roots too). Nesting is
+//! capped at [`MAX_DEPTH`] (building and serializing the tree recurse, and
+//! a chain of `traceparent`s can be any length): a span deeper than that
+//! starts a new root, so no trace can overflow the stack.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::span::{Span, SpanStatus};
+
+/// Deepest nesting of the tree; deeper spans become roots.
+pub const MAX_DEPTH: usize = 100;
 
 /// One span and what hangs from it.
 #[derive(Debug, Clone, Serialize)]
@@ -78,12 +84,13 @@ pub fn assemble(mut spans: Vec<Span>) -> Option<TraceHierarchy> {
     let mut slots: Vec<Option<Span>> = spans.into_iter().map(Some).collect();
     let mut out: Vec<Node> = roots
         .iter()
-        .filter_map(|&i| build(i, &mut slots, &children, &mut placed))
+        .filter_map(|&i| build(i, &mut slots, &children, &mut placed, 1))
         .collect();
-    // Spans only reachable through a parent cycle: make them roots.
+    // Spans only reachable through a parent cycle, or deeper than
+    // MAX_DEPTH: make them roots.
     for i in 0..slots.len() {
         if !placed[i] {
-            if let Some(n) = build(i, &mut slots, &children, &mut placed) {
+            if let Some(n) = build(i, &mut slots, &children, &mut placed, 1) {
                 out.push(n);
             }
         }
@@ -101,20 +108,20 @@ fn build(
     slots: &mut [Option<Span>],
     children: &HashMap<String, Vec<usize>>,
     placed: &mut [bool],
+    depth: usize,
 ) -> Option<Node> {
     if placed[i] {
         return None;
     }
     placed[i] = true;
     let span = slots[i].take()?;
-    let kids: Vec<Node> = children
-        .get(&span.span_id)
-        .map(|c| {
-            c.iter()
-                .filter_map(|&k| build(k, slots, children, placed))
-                .collect()
-        })
-        .unwrap_or_default();
+    let kids: Vec<Node> = match children.get(&span.span_id) {
+        Some(c) if depth < MAX_DEPTH => c
+            .iter()
+            .filter_map(|&k| build(k, slots, children, placed, depth + 1))
+            .collect(),
+        _ => Vec::new(),
+    };
     let self_time_ms = self_time(&span, &kids);
     Some(Node {
         span,
@@ -249,6 +256,30 @@ mod tests {
         let h = assemble(vec![parent, c1, c2, c3]).unwrap();
         // Covered: [100,500] + [900,1000] = 500 ms.
         assert_eq!(h.roots[0].self_time_ms, 500.0);
+    }
+
+    #[test]
+    fn a_chain_deeper_than_max_depth_is_split_into_roots() {
+        // 100,000 spans, each the child of the one before.
+        let n = 100_000;
+        let spans: Vec<Span> = (0..n)
+            .map(|i| {
+                let parent = (i > 0).then(|| format!("s{}", i - 1));
+                span(&format!("s{i}"), parent.as_deref(), i as i64, i as i64 + 1)
+            })
+            .collect();
+        let h = assemble(spans).unwrap();
+        fn depth(n: &Node) -> usize {
+            1 + n.children.iter().map(depth).max().unwrap_or(0)
+        }
+        fn count(n: &Node) -> usize {
+            1 + n.children.iter().map(count).sum::<usize>()
+        }
+        assert_eq!(h.roots.iter().map(count).sum::<usize>(), n);
+        assert!(h.roots.iter().all(|r| depth(r) <= MAX_DEPTH));
+        assert_eq!(h.roots.len(), n.div_ceil(MAX_DEPTH));
+        // And it serializes (serde recursion is bounded by the depth too).
+        assert!(serde_json::to_vec(&h).unwrap().len() > n);
     }
 
     #[test]

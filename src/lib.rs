@@ -83,10 +83,14 @@ pub async fn run(
             return Err(RunError::AdminExposed(addr));
         }
     }
-    let router = router::Router::new(&config.routes).map_err(RunError::Routes)?;
-    let upstream = upstream::Upstream::new(&config.upstream);
-
+    let router = router::Router::new(&config.routes, &config.upstream).map_err(RunError::Routes)?;
     let metrics = Arc::new(metrics::Metrics::default());
+    let upstream = upstream::Upstream::new(
+        &config.upstream,
+        router.timeouts().map(|t| t.connect),
+        Arc::clone(&metrics.traffic),
+    );
+
     // The recorder: store, queue and batcher (absent with tracing off).
     let mut recorder = None;
     if config.tracing.enabled {
@@ -157,6 +161,7 @@ pub async fn run(
         upstream,
         recorder.as_ref().map(|r| Arc::clone(&r.3)),
         Arc::clone(&metrics),
+        config.limits.max_body_bytes,
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -187,6 +192,10 @@ pub async fn run(
             move |req| Arc::clone(&admin).handle(req),
             stopped(rx),
             Duration::from_millis(1000),
+            listener::ServeOptions {
+                limits: config.limits.clone(),
+                traffic: None,
+            },
         ))
     });
 
@@ -212,6 +221,10 @@ pub async fn run(
         },
         stopped(stop_rx),
         Duration::from_millis(config.shutdown.drain_timeout_ms),
+        listener::ServeOptions {
+            limits: config.limits.clone(),
+            traffic: Some(Arc::clone(&metrics.traffic)),
+        },
     )
     .await;
     if let Some((store, sink, batcher, recording)) = recorder {

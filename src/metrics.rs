@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use crate::span::Span;
 
@@ -127,6 +127,94 @@ pub struct Metrics {
     series: Mutex<Series>,
     /// llmtap's own time per exchange, recorded by the proxy (tracing on or off).
     pub added_latency: AddedLatency,
+    /// Connections and requests in flight on the request path.
+    pub traffic: Arc<Traffic>,
+}
+
+/// Gauges and counters of the request path, updated with single atomic
+/// operations (never a lock) by the listener, the proxy and the upstream
+/// client. After every connection has closed, all three gauges are 0: the
+/// fault tests assert exactly that to prove nothing leaked.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Client connections open on the proxy listener.
+    pub open_connections: AtomicI64,
+    /// Proxied requests whose response has not ended (a request counts
+    /// until its response body is finished or dropped).
+    pub inflight_requests: AtomicI64,
+    /// TCP connections to upstreams (in use or idle in the pool).
+    pub upstream_connections: AtomicI64,
+    /// Requests answered 413 or cut for a body over `limits.max_body_bytes`.
+    pub body_too_large: AtomicU64,
+    /// Response bodies cut by the idle timeout.
+    pub idle_timeouts: AtomicU64,
+}
+
+/// Holds one unit of a gauge; gives it back when dropped.
+#[derive(Debug)]
+pub struct GaugeGuard {
+    gauge: Arc<Traffic>,
+    which: fn(&Traffic) -> &AtomicI64,
+}
+
+impl GaugeGuard {
+    /// Adds one to the gauge `which` picks, until the guard is dropped.
+    pub fn new(traffic: &Arc<Traffic>, which: fn(&Traffic) -> &AtomicI64) -> GaugeGuard {
+        which(traffic).fetch_add(1, Ordering::Relaxed);
+        GaugeGuard {
+            gauge: Arc::clone(traffic),
+            which,
+        }
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        (self.which)(&self.gauge).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Traffic {
+    fn render(&self, out: &mut String) {
+        let rows: [(&str, &str, &str, i64); 5] = [
+            (
+                "llmtap_open_connections",
+                "gauge",
+                "Client connections open on the proxy listener.",
+                self.open_connections.load(Ordering::Relaxed),
+            ),
+            (
+                "llmtap_inflight_requests",
+                "gauge",
+                "Proxied requests whose response has not ended.",
+                self.inflight_requests.load(Ordering::Relaxed),
+            ),
+            (
+                "llmtap_upstream_connections",
+                "gauge",
+                "TCP connections to upstreams, in use or pooled.",
+                self.upstream_connections.load(Ordering::Relaxed),
+            ),
+            (
+                "llmtap_request_body_too_large_total",
+                "counter",
+                "Requests refused (413) or cut for a body over limits.max_body_bytes.",
+                self.body_too_large.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "llmtap_idle_timeouts_total",
+                "counter",
+                "Response bodies cut after the upstream sent nothing for the idle timeout.",
+                self.idle_timeouts.load(Ordering::Relaxed) as i64,
+            ),
+        ];
+        for (name, kind, help, v) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
 }
 
 /// Gauges and counters owned elsewhere, passed in at render time.
@@ -302,6 +390,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
             );
         }
+        self.traffic.render(&mut out);
         out
     }
 }

@@ -307,7 +307,8 @@ impl Exchange {
         // If the client's upload broke, that is why the upstream call
         // failed: the exchange was cancelled, not failed. (A body dropped
         // unread because the connection failed is not the client's doing.)
-        let client_gone = {
+        // (A body llmtap itself cut for its size is not the client's doing.)
+        let client_gone = !matches!(error, ProxyError::BodyTooLarge { .. }) && {
             let side = self.request.lock().unwrap_or_else(|p| p.into_inner());
             matches!(side.end, Some(End::Error(_)))
         };
@@ -468,7 +469,11 @@ impl Exchange {
             }
             (End::Error(msg), _) => {
                 s.status = SpanStatus::Failed;
-                s.error_type = Some("upstream_stream_error".into());
+                s.error_type = Some(if msg.starts_with(crate::error::IDLE_TIMEOUT) {
+                    crate::error::IDLE_TIMEOUT.into()
+                } else {
+                    "upstream_stream_error".into()
+                });
                 s.error_message = Some(format!("upstream stream ended abnormally: {msg}"));
             }
             (End::Complete, Some((code, message))) => {

@@ -3,32 +3,48 @@
 //! route → (start exchange, tee request body) → upstream → (tee response
 //! body) → client. When tracing is off no tee, parser or span exists on the
 //! path: the bodies are handed straight through.
+//!
+//! Limits enforced here: a declared body over `limits.max_body_bytes` gets
+//! 413 before the upstream is contacted, a chunked one is cut when it grows
+//! past it; the response body is cut after the route's idle timeout. Every
+//! request counts in `llmtap_inflight_requests` until its response body
+//! ends or is dropped.
 
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
-use http_body_util::{Either, Full};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
 
 use crate::error::ProxyError;
 use crate::exact_usage::{self, StripUsage};
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeGuard, Metrics, Traffic};
 use crate::observe::{Exchange, Recording, ResponseObserver};
 use crate::providers::Endpoint;
 use crate::router::Router;
 use crate::span;
 use crate::tee::Tee;
-use crate::upstream::{self, Upstream, UpstreamBody};
+use crate::upstream::{self, ClientBody, IdleTimeout, Upstream, UpstreamBody};
+
+/// The upstream's body with the route's idle timeout.
+type FromUpstream = IdleTimeout<Incoming>;
 
 /// The upstream's response as the client receives it.
-type Passed = Either<Incoming, Tee<Incoming, ResponseObserver>>;
+type Passed = Either<FromUpstream, Tee<FromUpstream, ResponseObserver>>;
 
-/// What the client receives: the upstream's body (teed or not, stripped of
-/// an injected usage chunk or not), or llmtap's own JSON error.
-pub type ProxyBody =
-    Either<Either<Passed, StripUsage<Tee<Incoming, ResponseObserver>>>, Full<Bytes>>;
+/// The upstream's body (teed or not, stripped of an injected usage chunk or
+/// not), or llmtap's own JSON error.
+type Answer = Either<Either<Passed, StripUsage<Tee<FromUpstream, ResponseObserver>>>, Full<Bytes>>;
+
+/// What the client receives: the answer, counted in flight until it ends.
+pub type ProxyBody = InFlight<Answer>;
 
 /// The request handler. Shared by all connections.
 pub struct Proxy {
@@ -38,6 +54,9 @@ pub struct Proxy {
     recording: Option<Arc<Recording>>,
     /// Where llmtap's own time per exchange is recorded (tracing on or off).
     metrics: Arc<Metrics>,
+    traffic: Arc<Traffic>,
+    /// `limits.max_body_bytes`.
+    max_body_bytes: u64,
 }
 
 impl Proxy {
@@ -46,18 +65,29 @@ impl Proxy {
         upstream: Upstream,
         recording: Option<Arc<Recording>>,
         metrics: Arc<Metrics>,
+        max_body_bytes: u64,
     ) -> Proxy {
         Proxy {
             router,
             upstream,
             recording,
+            traffic: Arc::clone(&metrics.traffic),
             metrics,
+            max_body_bytes,
         }
     }
 
     /// Handles one request. Never fails: llmtap's own errors become
     /// OpenAI-style JSON responses.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let guard = GaugeGuard::new(&self.traffic, |t| &t.inflight_requests);
+        self.handle_inner(req).await.map(|body| InFlight {
+            inner: body,
+            _guard: guard,
+        })
+    }
+
+    async fn handle_inner(&self, req: Request<Incoming>) -> Response<Answer> {
         let started = Instant::now();
         let matched = match self.router.route(req.uri()) {
             Ok(m) => m,
@@ -77,6 +107,23 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let route = &matched.route;
         let label = format!("{}://{}", route.upstream.scheme, route.upstream.authority);
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let too_large =
+            declared
+                .filter(|&n| n > self.max_body_bytes)
+                .map(|n| ProxyError::BodyTooLarge {
+                    declared: Some(n),
+                    limit: self.max_body_bytes,
+                });
+        // A chunked body is cut where it passes the limit.
+        let body: ClientBody = Limited::new(
+            body,
+            usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
+        );
 
         let (exchange, body): (Option<Exchange>, UpstreamBody) = match &self.recording {
             Some(rec) => {
@@ -94,6 +141,13 @@ impl Proxy {
                     &matched.upstream_path,
                     &parts.headers,
                 );
+                if let Some(error) = too_large {
+                    self.traffic.body_too_large.fetch_add(1, Ordering::Relaxed);
+                    drop(observer);
+                    let resp = error.to_response().map(Either::Right);
+                    exchange.fail(&error);
+                    return resp;
+                }
                 if exchange.wants_exact_usage() {
                     match read_and_inject(&mut parts, body, observer, exchange.max_parse_bytes())
                         .await
@@ -117,7 +171,13 @@ impl Proxy {
                     )
                 }
             }
-            None => (None, Either::Left(Either::Left(body))),
+            None => {
+                if let Some(error) = too_large {
+                    self.traffic.body_too_large.fetch_add(1, Ordering::Relaxed);
+                    return error.to_response().map(Either::Right);
+                }
+                (None, Either::Left(Either::Left(body)))
+            }
         };
 
         upstream::request_headers(&mut parts.headers);
@@ -126,9 +186,12 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, body);
 
         let sent = Instant::now();
-        let result = self.upstream.send(upstream_req, &label).await;
+        let result = self
+            .upstream
+            .send(upstream_req, &label, &route.timeouts)
+            .await;
         let answered = Instant::now();
-        let resp = self.respond(result, exchange, &label);
+        let resp = self.respond(result, exchange, &label, route.timeouts.idle);
         // llmtap's own time: before the upstream call and after its answer.
         self.metrics
             .added_latency
@@ -142,10 +205,12 @@ impl Proxy {
         result: Result<Response<Incoming>, ProxyError>,
         mut exchange: Option<Exchange>,
         label: &str,
-    ) -> Response<ProxyBody> {
+        idle: std::time::Duration,
+    ) -> Response<Answer> {
         match result {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
+                let body = IdleTimeout::new(body, idle, Arc::clone(&self.traffic));
                 upstream::response_headers(&mut parts.headers);
                 parts.version = Version::HTTP_11;
                 let strip = exchange.as_ref().is_some_and(|e| {
@@ -170,6 +235,16 @@ impl Proxy {
                 Response::from_parts(parts, Either::Left(body))
             }
             Err(error) => {
+                let error = match error {
+                    ProxyError::BodyTooLarge { .. } => {
+                        self.traffic.body_too_large.fetch_add(1, Ordering::Relaxed);
+                        ProxyError::BodyTooLarge {
+                            declared: None,
+                            limit: self.max_body_bytes,
+                        }
+                    }
+                    other => other,
+                };
                 tracing::warn!(%error, upstream = %label, "Upstream request failed");
                 let resp = error.to_response().map(Either::Right);
                 if let Some(exchange) = exchange {
@@ -195,7 +270,7 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
 /// applies (`true`), otherwise unchanged.
 async fn read_and_inject(
     parts: &mut http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     mut observer: crate::observe::RequestObserver,
     max: usize,
 ) -> Result<(bool, Bytes), ProxyError> {
@@ -237,5 +312,38 @@ async fn read_and_inject(
             Ok((true, new))
         }
         None => Ok((false, bytes)),
+    }
+}
+
+// === impl InFlight ===
+
+pin_project! {
+    /// The response body as the client gets it, holding one unit of
+    /// `llmtap_inflight_requests` until it ends or is dropped. Frames,
+    /// `size_hint` and `is_end_stream` pass through untouched.
+    pub struct InFlight<B> {
+        #[pin]
+        inner: B,
+        _guard: GaugeGuard,
+    }
+}
+
+impl<B: Body> Body for InFlight<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

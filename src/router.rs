@@ -8,11 +8,12 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::Uri;
 
-use crate::config::{normalize_prefix, Format, RouteConfig};
+use crate::config::{normalize_prefix, Format, RouteConfig, UpstreamConfig};
 
 /// The parsed upstream base URL of a route.
 #[derive(Debug, Clone)]
@@ -88,6 +89,31 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Provider name recorded on spans.
     pub provider: String,
+    /// The route's timeouts ([upstream] defaults with its overrides).
+    pub timeouts: Timeouts,
+}
+
+/// How long llmtap waits on an upstream, per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// From sending the request to the response head.
+    pub first_byte: Duration,
+    /// Between two frames of the response body.
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    /// The `[upstream]` defaults with a route's overrides.
+    pub fn resolve(defaults: &UpstreamConfig, route: &RouteConfig) -> Timeouts {
+        let ms = |over: Option<u64>, default: u64| Duration::from_millis(over.unwrap_or(default));
+        Timeouts {
+            connect: ms(route.connect_timeout_ms, defaults.connect_timeout_ms),
+            first_byte: ms(route.first_byte_timeout_ms, defaults.first_byte_timeout_ms),
+            idle: ms(route.idle_timeout_ms, defaults.idle_timeout_ms),
+        }
+    }
 }
 
 /// All routes, longest prefix first.
@@ -119,8 +145,9 @@ pub enum RouteError {
 // === impl Router ===
 
 impl Router {
-    /// Builds the table from validated config.
-    pub fn new(routes: &[RouteConfig]) -> Result<Router, String> {
+    /// Builds the table from validated config; `defaults` gives the
+    /// timeouts a route does not set.
+    pub fn new(routes: &[RouteConfig], defaults: &UpstreamConfig) -> Result<Router, String> {
         let mut built = Vec::with_capacity(routes.len());
         for r in routes {
             let upstream = UpstreamBase::parse(&r.upstream, r.allow_insecure)?;
@@ -137,12 +164,19 @@ impl Router {
                 format: r.format,
                 strip_prefix: r.strip_prefix,
                 provider,
+                timeouts: Timeouts::resolve(defaults, r),
             }));
         }
         built.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Router {
             routes: built.into(),
         })
+    }
+
+    /// Every route's timeouts (the upstream client keeps one connection
+    /// pool per distinct connect timeout).
+    pub fn timeouts(&self) -> impl Iterator<Item = Timeouts> + '_ {
+        self.routes.iter().map(|r| r.timeouts)
     }
 
     /// The configured prefixes, for error messages.
@@ -211,7 +245,7 @@ mod tests {
     use crate::config::default_routes;
 
     fn router() -> Router {
-        Router::new(&default_routes()).unwrap()
+        Router::new(&default_routes(), &UpstreamConfig::default()).unwrap()
     }
 
     #[test]
@@ -264,10 +298,31 @@ mod tests {
     }
 
     #[test]
+    fn route_timeouts_override_defaults() {
+        let mut routes = default_routes();
+        routes[1].idle_timeout_ms = Some(1500);
+        routes[1].connect_timeout_ms = Some(700);
+        let d = UpstreamConfig::default();
+        let r = Router::new(&routes, &d).unwrap();
+        let a = r.route(&"/anthropic/v1/messages".parse().unwrap()).unwrap();
+        assert_eq!(a.route.timeouts.idle, Duration::from_millis(1500));
+        assert_eq!(a.route.timeouts.connect, Duration::from_millis(700));
+        assert_eq!(
+            a.route.timeouts.first_byte,
+            Duration::from_millis(d.first_byte_timeout_ms)
+        );
+        let o = r.route(&"/v1/models".parse().unwrap()).unwrap();
+        assert_eq!(
+            o.route.timeouts.idle,
+            Duration::from_millis(d.idle_timeout_ms)
+        );
+    }
+
+    #[test]
     fn base_path_joins() {
         let mut routes = default_routes();
         routes[1].upstream = "https://gw.example/anthropic-proxy".into();
-        let r = Router::new(&routes).unwrap();
+        let r = Router::new(&routes, &UpstreamConfig::default()).unwrap();
         let m = r.route(&"/anthropic/v1/messages".parse().unwrap()).unwrap();
         assert_eq!(
             m.upstream_uri.to_string(),

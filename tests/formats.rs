@@ -658,6 +658,9 @@ fn extra_route(c: &mut llmtap::config::Config, prefix: &str, provider: &str) {
         strip_prefix: true,
         provider: Some(provider.into()),
         allow_insecure: false,
+        connect_timeout_ms: None,
+        first_byte_timeout_ms: None,
+        idle_timeout_ms: None,
     });
 }
 

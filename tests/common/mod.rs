@@ -45,6 +45,9 @@ pub fn mock_routes(mock_url: &str) -> Vec<RouteConfig> {
             strip_prefix: false,
             provider: None,
             allow_insecure: false,
+            connect_timeout_ms: None,
+            first_byte_timeout_ms: None,
+            idle_timeout_ms: None,
         },
         RouteConfig {
             prefix: "/anthropic".into(),
@@ -53,6 +56,9 @@ pub fn mock_routes(mock_url: &str) -> Vec<RouteConfig> {
             strip_prefix: true,
             provider: None,
             allow_insecure: false,
+            connect_timeout_ms: None,
+            first_byte_timeout_ms: None,
+            idle_timeout_ms: None,
         },
     ]
 }
