@@ -115,7 +115,6 @@ impl RequestObserver {
         seed: u64,
         explicit_trace: bool,
         start_us: i64,
-        span_id: String,
     ) -> Self {
         let capture = rec.capture_bodies.then_some(rec.max_capture_bytes);
         let parse = if endpoint.parses_request() {
@@ -136,7 +135,7 @@ impl RequestObserver {
             seen: 0,
             capture,
             max_parse: parse,
-            span_id,
+            span_id: String::new(),
         }
     }
 }
@@ -276,7 +275,7 @@ impl Exchange {
         let explicit = crate::context::from_headers(headers, &rec.context_stats);
         let seed = stitch::seed(span.api_key_hash.as_deref(), route);
         rec.live.insert(&span, &explicit);
-        let observer = RequestObserver::new(
+        let mut observer = RequestObserver::new(
             Arc::clone(&side),
             endpoint,
             &rec,
@@ -284,8 +283,8 @@ impl Exchange {
             seed,
             explicit.traceparent.is_some(),
             start_us,
-            span.span_id.clone(),
         );
+        observer.span_id.clone_from(&span.span_id);
         let exchange = Exchange {
             rec,
             span,
