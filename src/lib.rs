@@ -138,6 +138,7 @@ pub async fn run(
                 )
             }),
             live: Arc::new(live::Live::new(live::DEFAULT_CAP)),
+            drain_over: std::sync::atomic::AtomicBool::new(false),
         });
         if recording.index.is_some() {
             // Tool calls whose results never come are written `cancelled`.
@@ -196,6 +197,7 @@ pub async fn run(
                 limits: config.limits.clone(),
                 traffic: None,
             },
+            || {},
         ))
     });
 
@@ -208,11 +210,13 @@ pub async fn run(
     // Shutdown order:
     // 1. stop accepting (inside `serve`, when the signal arrives);
     // 2. drain in-flight exchanges, up to `shutdown.drain_timeout_ms`; what
-    //    is still open then is dropped, and its spans end `cancelled`;
+    //    is still open then is dropped, and its spans end `cancelled`
+    //    (error type `shutdown`);
     // 3. close the span queue: nothing more can be recorded;
     // 4. the batcher writes what is queued (up to `flush_timeout_ms` while
     //    the store fails) and exits;
     // 5. close the store and the admin listener; return.
+    let cut = recorder.as_ref().map(|r| Arc::clone(&r.3));
     listener::serve(
         listeners.proxy,
         move |req| {
@@ -224,6 +228,12 @@ pub async fn run(
         listener::ServeOptions {
             limits: config.limits.clone(),
             traffic: Some(Arc::clone(&metrics.traffic)),
+        },
+        move || {
+            if let Some(rec) = cut {
+                rec.drain_over
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         },
     )
     .await;

@@ -4,8 +4,8 @@
 //! Used by both the proxy and the admin listener. Shutdown: stop accepting,
 //! let every open connection finish its in-flight exchanges (HTTP/1
 //! keep-alive and HTTP/2 connections are told to close after them) for up
-//! to `drain`, then drop whatever is left (their spans end `cancelled`) and
-//! wait for those tasks to unwind.
+//! to `drain`, then call `on_cut` and drop whatever is left (their spans
+//! end `cancelled`) and wait for those tasks to unwind.
 //!
 //! Limits (`[limits]`): the HTTP/1 head buffer (past it, 431) and the time
 //! to send a head (slowloris: the connection is closed), HTTP/2's header
@@ -42,13 +42,16 @@ pub struct ServeOptions {
 }
 
 /// Serves `handler` on `listener` until `shutdown` resolves, then drains for
-/// at most `drain`.
+/// at most `drain`. `on_cut` runs if the window ends with connections still
+/// open, before they are dropped (so their exchanges can tell a cut by
+/// llmtap from a client hanging up).
 pub async fn serve<F, Fut, B>(
     listener: TcpListener,
     handler: F,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
     options: ServeOptions,
+    on_cut: impl FnOnce(),
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
@@ -118,6 +121,7 @@ pub async fn serve<F, Fut, B>(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(drain) => {
             tracing::warn!(open = tasks.len(), "Drain window over; closing remaining connections");
+            on_cut();
             tasks.abort_all();
         }
     }

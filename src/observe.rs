@@ -42,6 +42,9 @@ pub struct Recording {
     pub index: Option<crate::stitch::Index>,
     /// Exchanges in flight, for `/api/live`.
     pub live: Arc<crate::live::Live>,
+    /// Set at shutdown when the drain window ends with exchanges still open:
+    /// those dropped from then on were cut by llmtap, not by their client.
+    pub drain_over: std::sync::atomic::AtomicBool,
 }
 
 /// Largest single SSE event the parser keeps (bigger ones are skipped).
@@ -460,6 +463,19 @@ impl Exchange {
         let http_error = o.http_status.filter(|&c| c >= 400);
         let api_error = o.response.as_ref().and_then(|r| r.error.clone());
         match (&o.end, &o.proxy_error) {
+            (End::Cancelled, _)
+                if self
+                    .rec
+                    .drain_over
+                    .load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                s.status = SpanStatus::Cancelled;
+                s.error_type = Some("shutdown".into());
+                s.error_message = Some(
+                    "llmtap shut down before the response ended (shutdown.drain_timeout_ms passed)"
+                        .into(),
+                );
+            }
             (End::Cancelled, _) => {
                 s.status = SpanStatus::Cancelled;
                 s.error_type = Some("client_disconnected".into());
@@ -844,6 +860,7 @@ mod tests {
             context_stats: Default::default(),
             index: None,
             live: Default::default(),
+            drain_over: Default::default(),
         };
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer sk-secret".parse().unwrap());
