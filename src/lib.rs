@@ -19,6 +19,7 @@ pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod observe;
+pub mod otlp;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
@@ -57,6 +58,10 @@ pub enum RunError {
     Pricing(#[from] pricing::PricingError),
     #[error("the admin listener is on {0}, not a loopback address: set admin_token (LLMTAP_ADMIN_TOKEN)")]
     AdminExposed(std::net::SocketAddr),
+    #[error("OTLP export: {0}")]
+    Otlp(#[from] otlp::OtlpError),
+    #[error("invalid value for store: store = \"none\" needs an OTLP exporter (OTEL_EXPORTER_OTLP_ENDPOINT or [otlp] endpoint)")]
+    NothingToRecordTo,
 }
 
 /// The listeners `run` serves; bound by the caller so tests can use port 0.
@@ -83,15 +88,33 @@ pub async fn run(
     let upstream = upstream::Upstream::new(&config.upstream);
 
     let metrics = Arc::new(metrics::Metrics::default());
-    // The recorder: store, queue and batcher (absent with tracing off).
+    // The recorder: store (unless `store = "none"`), queue and batcher, the
+    // OTLP exporter when configured (all absent with tracing off).
     let mut recorder = None;
+    let mut exporter = None;
     if config.tracing.enabled {
-        let url = StoreUrl::parse(&config.database_url)?;
-        let store = Store::open(&url).await?;
-        let salt = if config.tracing.api_key_salt.is_empty() {
+        let use_store = config.store == config::StoreKind::Database;
+        if !use_store && !config.otlp.enabled() {
+            return Err(RunError::NothingToRecordTo);
+        }
+        let store = if use_store {
+            let url = StoreUrl::parse(&config.database_url)?;
+            Some(Store::open(&url).await?)
+        } else {
+            None
+        };
+        if config.otlp.enabled() {
+            let settings = otlp::Settings::new(&config.otlp, &config.routes)?;
+            exporter = Some(otlp::spawn(&config.otlp, settings));
+        }
+        let salt = if !config.tracing.api_key_salt.is_empty() {
+            config.tracing.api_key_salt.clone()
+        } else if let Some(store) = &store {
             store.salt().await?
         } else {
-            config.tracing.api_key_salt.clone()
+            // No store to keep a salt in: a random one for this process
+            // (hashes are stable until restart).
+            span::new_trace_id()
         };
         let prices = pricing::PriceTable::load(config.pricing_file.as_deref())?;
         tracing::info!(
@@ -99,19 +122,26 @@ pub async fn run(
             checked = prices.checked(),
             "Prices loaded"
         );
-        let sink = SpanSink::with_metrics(
+        let sink = SpanSink::with_outputs(
             config.tracing.batch_size,
             config.tracing.queue_max_bytes,
             Some(Arc::clone(&metrics)),
+            sink::Outputs {
+                store: store.is_some(),
+                exporter: exporter.as_ref().map(|(e, _)| e.clone()),
+                sample_rate: config.tracing.sample_rate,
+            },
         );
-        let batcher = tokio::spawn(sink::run_batcher(
-            sink.clone(),
-            store.clone(),
-            Duration::from_millis(config.tracing.batch_interval_ms),
-            Duration::from_millis(config.tracing.min_flush_gap_ms),
-            config.tracing.max_rows_per_statement,
-            Duration::from_millis(config.shutdown.flush_timeout_ms),
-        ));
+        let batcher = store.clone().map(|store| {
+            tokio::spawn(sink::run_batcher(
+                sink.clone(),
+                store,
+                Duration::from_millis(config.tracing.batch_interval_ms),
+                Duration::from_millis(config.tracing.min_flush_gap_ms),
+                config.tracing.max_rows_per_statement,
+                Duration::from_millis(config.shutdown.flush_timeout_ms),
+            ))
+        });
         let recording = Arc::new(Recording {
             sink: sink.clone(),
             capture_bodies: config.tracing.capture_bodies,
@@ -164,16 +194,18 @@ pub async fn run(
 
     let admin_task = listeners.admin.map(|listener| {
         let admin = Arc::new(admin::Admin {
-            store: recorder.as_ref().map(|r| r.0.clone()),
+            store: recorder.as_ref().and_then(|r| r.0.clone()),
             sink: recorder.as_ref().map(|r| r.1.clone()),
             queue_max_bytes: config.tracing.queue_max_bytes,
             metrics: Arc::clone(&metrics),
             recording: recorder.as_ref().map(|r| Arc::clone(&r.3)),
             api: api::Api {
-                store: recorder.as_ref().map(|r| r.0.clone()),
+                store: recorder.as_ref().and_then(|r| r.0.clone()),
                 live: recorder.as_ref().map(|r| Arc::clone(&r.3.live)),
                 token: (!config.admin_token.is_empty()).then(|| config.admin_token.clone()),
+                store_none: config.tracing.enabled && config.store == config::StoreKind::None,
             },
+            exporter: exporter.as_ref().map(|(e, _)| e.clone()),
         });
         let rx = stop_rx.clone();
         tokio::spawn(listener::serve(
@@ -196,8 +228,12 @@ pub async fn run(
     //    is still open then is dropped, and its spans end `cancelled`;
     // 3. close the span queue: nothing more can be recorded;
     // 4. the batcher writes what is queued (up to `flush_timeout_ms` while
-    //    the store fails) and exits;
-    // 5. close the store and the admin listener; return.
+    //    the store fails) and exits (with `store = "none"`: wait, as long,
+    //    for deferred finishing work instead);
+    // 5. the OTLP exporter sends what is queued, retrying until
+    //    `flush_timeout_ms` after its close; past that what is left is
+    //    counted failed;
+    // 6. close the store and the admin listener; return.
     listener::serve(
         listeners.proxy,
         move |req| {
@@ -212,14 +248,41 @@ pub async fn run(
         // Tool calls still waiting for a result will never get one now.
         observe::expire_tool_calls(&recording, true);
         sink.close();
-        let _ = batcher.await;
+        let flush = Duration::from_millis(config.shutdown.flush_timeout_ms);
+        match batcher {
+            Some(batcher) => {
+                let _ = batcher.await;
+            }
+            None => sink.settle(flush).await,
+        }
         let stats = sink.stats();
         tracing::info!(
             written = stats.written.load(std::sync::atomic::Ordering::Relaxed),
             dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
             "Span writer drained"
         );
-        store.close().await;
+        if let Some((exporter, task)) = exporter {
+            exporter.close();
+            let mut task = task;
+            if tokio::time::timeout(flush, &mut task).await.is_err() {
+                task.abort();
+                let lost = exporter.abandon();
+                tracing::error!(
+                    lost,
+                    "OTLP collector still failing at the shutdown deadline; spans lost"
+                );
+            }
+            let s = exporter.stats();
+            tracing::info!(
+                exported = s.exported.load(std::sync::atomic::Ordering::Relaxed),
+                failed = s.failed.load(std::sync::atomic::Ordering::Relaxed),
+                dropped = s.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                "OTLP exporter flushed"
+            );
+        }
+        if let Some(store) = store {
+            store.close().await;
+        }
     }
     if let Some(task) = admin_task {
         let _ = task.await;
