@@ -4,8 +4,9 @@
 //! The modules follow the data path (see ARCHITECTURE.md):
 //! `listener` → `router` → `proxy` → `upstream`, with `tee` + `observe`
 //! watching both bodies, `providers` / `sse` / `decode` / `tokens` reading
-//! them, and `span` → `sink` → `store` recording the result in the
-//! background. `run` wires them together.
+//! them, and `span` → `sink` → `store` (and `otlp`, the OpenTelemetry
+//! exporter) recording the result in the background. `run` wires them
+//! together.
 
 pub mod admin;
 pub mod api;
