@@ -103,7 +103,7 @@ impl Admin {
         let ready = store_ok && queue_ok;
         let body = serde_json::json!({
             "ready": ready,
-            "store": if store_ok { "ok" } else { "unreachable" },
+            "store": if self.api.store_none { "none" } else if store_ok { "ok" } else { "unreachable" },
             "queue_spans": depth,
             "queue_bytes": bytes,
         });

@@ -782,6 +782,19 @@ impl Config {
             "otlp.traces_endpoint"
         };
         let url = o.traces_url().unwrap_or_default();
+        let has_userinfo = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.authority().map(|a| a.as_str().contains('@')))
+            .unwrap_or(false);
+        if has_userinfo {
+            // Not echoed: it holds a credential.
+            return Err(ConfigError::invalid(
+                key,
+                "must not carry credentials in the URL; use otlp.headers \
+                 (OTEL_EXPORTER_OTLP_HEADERS)",
+            ));
+        }
         let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
             matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
         });
@@ -1105,6 +1118,13 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains("tracing.sample_rate"), "{err}");
         }
+        let mut c = Config::default();
+        c.otlp.endpoint = "http://user:pw-secret@127.0.0.1:4318".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("otlp.endpoint") && !err.contains("pw-secret"),
+            "{err}"
+        );
         let mut c = Config::default();
         c.otlp.endpoint = "ftp://x".into();
         assert!(c

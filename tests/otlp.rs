@@ -379,6 +379,7 @@ async fn store_none_exports_only_flushes_at_shutdown_and_the_api_says_why() {
     )
     .await;
     assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.json()["store"], "none");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(rx.got().is_empty(), "sent before the interval or shutdown");
     h.stop().await;

@@ -326,7 +326,16 @@ fn client(connect_timeout: Duration) -> HttpClient {
 /// Creates the exporter and spawns its loop. Call inside a tokio runtime.
 pub fn spawn(config: &OtlpConfig, settings: Settings) -> (Exporter, tokio::task::JoinHandle<()>) {
     let exporter = Exporter::new(config);
-    tracing::info!(endpoint = %settings.url, gzip = settings.gzip, "OTLP trace export on");
+    // Logged without any userinfo the URL may carry.
+    let url = &settings.url;
+    tracing::info!(
+        scheme = url.scheme_str().unwrap_or(""),
+        host = url.host().unwrap_or(""),
+        port = url.port_u16(),
+        path = url.path(),
+        gzip = settings.gzip,
+        "OTLP trace export on"
+    );
     let task = tokio::spawn(run(exporter.clone(), settings));
     (exporter, task)
 }
