@@ -518,3 +518,94 @@ async fn sampling_keeps_or_drops_whole_traces() {
         }
     }
 }
+
+/// question → tool call → result → answer: three spans (two LLM calls and
+/// the tool call), stitched into one trace with no header from the caller.
+async fn tool_loop(h: &Harness, c: &HttpClient, i: usize) {
+    let url = h.url("/v1/chat/completions");
+    let call_id = format!("call_sample_{i}");
+    let mut messages = vec![
+        serde_json::json!({"role": "user", "content": format!("Weather? (loop {i}, {})", llmtap::span::new_span_id())}),
+    ];
+    let body = serde_json::json!({"model": "gpt-4o-mini", "messages": messages});
+    let got = post(
+        c,
+        &url,
+        &[
+            ("x-mock-tool-call", "get_weather"),
+            ("x-mock-call-id", &call_id),
+        ],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    messages.push(got.json()["choices"][0]["message"].clone());
+    messages.push(serde_json::json!({"role": "tool", "tool_call_id": call_id, "content": "18 C"}));
+    let body = serde_json::json!({"model": "gpt-4o-mini", "messages": messages});
+    let got = post(c, &url, &[], &body.to_string()).await;
+    assert_eq!(got.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sampling_keeps_stitched_agent_loops_whole() {
+    let rx = Receiver::start(&[]).await;
+    let endpoint = rx.url();
+    let mut h = Harness::start_with(|c| {
+        c.tracing.sample_rate = 0.5;
+        c.otlp.endpoint = endpoint;
+        c.otlp.batch_interval_ms = 20;
+    })
+    .await;
+    let c = client();
+    let loops = 24;
+    for i in 0..loops {
+        tool_loop(&h, &c, i).await;
+    }
+    // Every span counted once: recorded, or sampled out.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (stored, sampled_out) = loop {
+        let m = metrics(&h).await;
+        let out = metric(&m, "llmtap_spans_sampled_out_total") as usize;
+        let stored = read_spans(&h.db).await.len();
+        if stored + out == loops * 3 {
+            break (stored, out);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored {stored} + sampled out {out} != {}",
+            loops * 3
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let exported = rx.wait_spans(stored, Duration::from_secs(15)).await;
+    h.stop().await;
+    let rows = read_spans(&h.db).await;
+    let mut per: HashMap<String, Vec<String>> = HashMap::new();
+    for r in &rows {
+        per.entry(r["trace_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(r["operation_type"].as_str().unwrap().to_string());
+    }
+    for (trace, ops) in &per {
+        let mut ops = ops.clone();
+        ops.sort();
+        assert_eq!(
+            ops,
+            ["llm_call", "llm_call", "tool_call"],
+            "trace {trace} not whole"
+        );
+    }
+    let kept = per.len();
+    assert_eq!(sampled_out, (loops - kept) * 3);
+    assert!(
+        (3..=21).contains(&kept),
+        "kept {kept} of {loops} loops at 0.5"
+    );
+    let exported_ids: HashSet<&str> = exported.iter().map(|s| s.span_id.as_str()).collect();
+    let stored_ids: HashSet<&str> = rows
+        .iter()
+        .map(|r| r["span_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(exported_ids, stored_ids);
+    println!("sampling 0.5: kept {kept} of {loops} agent loops");
+}
