@@ -223,5 +223,31 @@ fn bench_store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_sse, bench_estimator, bench_tee, bench_store);
+/// Redaction of a captured body with the default patterns: a 64 KiB chat
+/// request with no secret (the common case) and one with a key in it.
+fn bench_redact(c: &mut Criterion) {
+    let r = llmtap::redact::Redactor::defaults();
+    let clean = chat_stream(2000, true);
+    let clean = String::from_utf8_lossy(&clean[..clean.len().min(64 * 1024)]).into_owned();
+    let mut dirty = clean.clone();
+    dirty.insert_str(dirty.len() / 2, " sk-proj-abcdefghijklmnop0123456789 ");
+    let mut g = c.benchmark_group("redact");
+    g.throughput(Throughput::Bytes(clean.len() as u64));
+    g.bench_function("64KiB_clean", |b| {
+        b.iter(|| black_box(r.redact(black_box(&clean))).len())
+    });
+    g.bench_function("64KiB_one_key", |b| {
+        b.iter(|| black_box(r.redact(black_box(&dirty))).len())
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_sse,
+    bench_estimator,
+    bench_tee,
+    bench_store,
+    bench_redact
+);
 criterion_main!(benches);

@@ -102,7 +102,8 @@ fn bench_send(c: &mut Criterion) {
         ..OtlpConfig::default()
     };
     let settings = llmtap::otlp::Settings::new(&config, &[]).unwrap();
-    let (exporter, _task) = llmtap::otlp::spawn(&config, settings);
+    let (exporter, _task) =
+        llmtap::otlp::spawn(&config, settings, llmtap::redact::Redactor::defaults());
     let mut g = c.benchmark_group("sink_send");
     for (name, exporter, store) in [
         ("store_only", None, true),

@@ -18,6 +18,8 @@
 #      from scripts/bench/nginx.conf.in: worker_processes auto, proxy_buffering
 #      off, HTTP/1.1 upstream keepalive 64, access_log off) as a non-daemon
 #      child (-p TMP -c CONF -g 'daemon off;');
+#      and a second llmtap with ENABLE_TRACING=false (case 1 only: the
+#      cost of the proxy itself, tracing code off the path);
 #   4. runs scripts/bench/driver.py, which measures, alternating the targets
 #      direct / llmtap / nginx and rotating their order each round:
 #        1. non-streamed chat completions with wrk (scripts/bench/chat.lua) at
@@ -30,7 +32,7 @@
 #           every second, then checking span rows == requests sent (after 2 s);
 #   5. appends the results section to BENCHMARKS.md (and prints it).
 #
-# Environment knobs: BENCH_PORT_BASE (default 19320; uses 4 ports from it),
+# Environment knobs: BENCH_PORT_BASE (default 19320; uses 6 ports from it),
 # BENCH_STREAMS (1000), BENCH_STREAM_DELAYS ("5,20"), BENCH_MIXED_RATE (400),
 # BENCH_OUT (BENCHMARKS.md).
 #
@@ -54,6 +56,8 @@ MOCK=127.0.0.1:$BASE
 PROXY=127.0.0.1:$((BASE + 1))
 ADMIN=127.0.0.1:$((BASE + 2))
 NGINX=127.0.0.1:$((BASE + 3))
+PLAIN=127.0.0.1:$((BASE + 4))
+PLAIN_ADMIN=127.0.0.1:$((BASE + 5))
 
 log() { echo "[bench] $*" >&2; }
 
@@ -79,7 +83,7 @@ NOFILE=$(ulimit -n)
 log "open files limit: $NOFILE"
 
 # ---- ports must be free
-for p in "$MOCK" "$PROXY" "$ADMIN" "$NGINX"; do
+for p in "$MOCK" "$PROXY" "$ADMIN" "$NGINX" "$PLAIN" "$PLAIN_ADMIN"; do
   if python3 -c 'import socket,sys; h,p=sys.argv[1].rsplit(":",1); s=socket.socket(); s.settimeout(0.3); sys.exit(0 if s.connect_ex((h,int(p)))==0 else 1)' "$p"; then
     echo "port $p is in use; set BENCH_PORT_BASE to another base port" >&2; exit 1
   fi
@@ -141,6 +145,14 @@ done
 sleep 0.5
 IDLE_RSS=$(awk '/^VmRSS:/{print $2}' "/proc/$LLMTAP_PID/status")
 
+# ---- llmtap as a plain proxy (ENABLE_TRACING=false): tracing code off the path
+sed -e "s|^listen = .*|listen = \"$PLAIN\"|" -e "s|^admin_listen = .*|admin_listen = \"$PLAIN_ADMIN\"|" \
+  -e "s|^database_url = .*|database_url = \"sqlite://$work/plain.db\"|" \
+  "$work/llmtap.toml" > "$work/plain.toml"
+ENABLE_TRACING=false target/release/llmtap --config "$work/plain.toml" > "$work/plain.log" 2>&1 &
+PLAIN_PID=$!; pids+=("$PLAIN_PID")
+wait_tcp "$PLAIN" "llmtap (tracing off)"
+
 # ---- nginx (non-daemon child; its PID is the master's)
 mkdir -p "$work/nginx/tmp"
 sed -e "s/@MOCK@/$MOCK/" -e "s/@LISTEN@/$NGINX/" -e "s/@NOFILE@/$NOFILE/" \
@@ -159,7 +171,7 @@ for d in os.listdir("/proc"):
 print(n)' "$NGINX_PID")
 
 # ---- sanity: one request through each target
-for t in "$MOCK" "$PROXY" "$NGINX"; do
+for t in "$MOCK" "$PROXY" "$NGINX" "$PLAIN"; do
   python3 - "$t" <<'PY'
 import sys, urllib.request
 req = urllib.request.Request(f"http://{sys.argv[1]}/v1/chat/completions",
@@ -175,6 +187,7 @@ log "mock pid $MOCK_PID on $MOCK; llmtap pid $LLMTAP_PID on $PROXY; nginx pid $N
 python3 scripts/bench/driver.py $QUICK \
   --mock "$MOCK" --llmtap "$PROXY" --nginx "$NGINX" \
   --mock-pid "$MOCK_PID" --llmtap-pid "$LLMTAP_PID" --nginx-pid "$NGINX_PID" \
+  --plain "$PLAIN" --plain-pid "$PLAIN_PID" \
   --db "$work/llmtap.db" --out "$work/section.md" \
   --llmtap-config "$work/llmtap.toml" --nginx-config "$work/nginx/nginx.conf" \
   --nginx-workers "$NGINX_WORKERS" --nofile "$NOFILE" --cmdline "$CMDLINE" \

@@ -1,9 +1,11 @@
-//! Admin listener: health (`/healthz`, `/readyz`) and the query API
-//! (`/api/…`, delegated to `api`); the UI and metrics later.
+//! Admin listener: health (`/healthz`, `/readyz`), `/metrics`, the query
+//! API (`/api/…`, delegated to `api`) and the web UI (`/`, `/ui/…`,
+//! delegated to `ui`).
 //!
 //! Serves on its own port (default 127.0.0.1:4001), never on the proxy's.
-//! `/healthz` and `/readyz` stay open; `/api/` asks for the admin token
-//! when one is configured.
+//! `/healthz`, `/readyz` and the UI's static files stay open (they hold no
+//! data); `/api/` and `/metrics` ask for the admin token when one is
+//! configured.
 
 use std::sync::Arc;
 
@@ -37,6 +39,16 @@ impl Admin {
         let path = req.uri().path();
         if path == "/api" || path.starts_with("/api/") {
             return self.api.handle(&req).await;
+        }
+        if crate::ui::is_ui_path(path) {
+            return crate::ui::serve(req.method(), path, req.headers()).map(Either::Left);
+        }
+        // Metrics describe the traffic (models, providers, volumes): behind
+        // the token too when one is set. Health stays open for probes.
+        if path == "/metrics" {
+            if let Some(denied) = self.api.unauthorized(req.headers()) {
+                return denied;
+            }
         }
         self.health(req).await.map(Either::Left)
     }
@@ -94,16 +106,24 @@ impl Admin {
     }
 
     async fn readyz(&self) -> Response<Full<Bytes>> {
-        let store_ok = match &self.store {
-            Some(store) => store.ping().await.is_ok(),
-            None => true,
-        };
+        // The store is down when a round trip fails or when the writer's
+        // last batch failed (a lock or a full disk refuses writes, not reads).
+        let writes_failing = self.sink.as_ref().is_some_and(|s| {
+            s.stats()
+                .store_failing
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        let store_ok = !writes_failing
+            && match &self.store {
+                Some(store) => store.ping().await.is_ok(),
+                None => true,
+            };
         let (depth, bytes) = self.sink.as_ref().map(SpanSink::depth).unwrap_or((0, 0));
         let queue_ok = bytes < self.queue_max_bytes;
         let ready = store_ok && queue_ok;
         let body = serde_json::json!({
             "ready": ready,
-            "store": if self.api.store_none { "none" } else if store_ok { "ok" } else { "unreachable" },
+            "store": if self.api.store_none { "none" } else if store_ok { "ok" } else if writes_failing { "write_failing" } else { "unreachable" },
             "queue_spans": depth,
             "queue_bytes": bytes,
         });

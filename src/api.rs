@@ -204,6 +204,12 @@ impl Api {
         }
     }
 
+    /// The 401 answer when a token is configured and `headers` do not
+    /// carry it (for admin endpoints outside `/api/`, such as `/metrics`).
+    pub fn unauthorized(&self, headers: &HeaderMap) -> Option<Response<ApiBody>> {
+        (!self.authorized(headers)).then(|| ApiError::Unauthorized.to_response())
+    }
+
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else {
             return true;

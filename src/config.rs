@@ -218,6 +218,11 @@ pub struct TracingConfig {
     /// Fraction of traces recorded (0.0-1.0), decided from the trace id so
     /// a trace is kept or dropped whole. Request metrics count every request.
     pub sample_rate: f64,
+    /// Regular expressions for secrets removed from captured bodies, error
+    /// messages and properties before a span is stored (group 1 of a match
+    /// is replaced by `[REDACTED]`, or the whole match without groups).
+    /// Setting it replaces the defaults; `[]` turns redaction off.
+    pub redact_patterns: Vec<String>,
 }
 
 /// Connections to providers.
@@ -340,6 +345,10 @@ impl Default for TracingConfig {
             api_key_salt: String::new(),
             exact_stream_usage: false,
             sample_rate: 1.0,
+            redact_patterns: crate::redact::DEFAULT_PATTERNS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
         }
     }
 }
@@ -695,6 +704,12 @@ impl Config {
                 "must be at least 65536",
             ));
         }
+        if let Err(e) = crate::redact::Redactor::new(&t.redact_patterns) {
+            return Err(ConfigError::invalid(
+                format!("tracing.redact_patterns[{}]", e.index),
+                e.to_string(),
+            ));
+        }
         if self.upstream.connect_timeout_ms == 0 {
             return Err(ConfigError::invalid(
                 "upstream.connect_timeout_ms",
@@ -881,6 +896,7 @@ mod tests {
             d.tracing.batch_interval_ms
         );
         assert_eq!(config.tracing.queue_max_bytes, d.tracing.queue_max_bytes);
+        assert_eq!(config.tracing.redact_patterns, d.tracing.redact_patterns);
         assert_eq!(
             config.tracing.max_capture_bytes,
             d.tracing.max_capture_bytes
@@ -1142,5 +1158,15 @@ mod tests {
             err.contains("otlp.headers") && !err.contains("secret-value"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bad_redact_pattern_names_the_key() {
+        let mut c = Config::default();
+        c.tracing.redact_patterns = vec!["sk-[a-z]+".into(), "(oops".into()];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("tracing.redact_patterns[1]"), "{err}");
+        c.tracing.redact_patterns = vec![];
+        c.validate().unwrap();
     }
 }

@@ -24,6 +24,7 @@ pub mod otlp;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
+pub mod redact;
 pub mod router;
 pub mod sink;
 pub mod span;
@@ -32,6 +33,7 @@ pub mod stitch;
 pub mod store;
 pub mod tee;
 pub mod tokens;
+pub mod ui;
 pub mod upstream;
 
 use std::future::Future;
@@ -57,6 +59,8 @@ pub enum RunError {
     Routes(String),
     #[error("prices: {0}")]
     Pricing(#[from] pricing::PricingError),
+    #[error("invalid tracing.redact_patterns: {0}")]
+    Redact(#[from] redact::PatternError),
     #[error("the admin listener is on {0}, not a loopback address: set admin_token (LLMTAP_ADMIN_TOKEN)")]
     AdminExposed(std::net::SocketAddr),
     #[error("OTLP export: {0}")]
@@ -104,9 +108,11 @@ pub async fn run(
         } else {
             None
         };
+        // Secrets are removed before a span is stored or exported.
+        let redactor = redact::Redactor::new(&config.tracing.redact_patterns)?;
         if config.otlp.enabled() {
             let settings = otlp::Settings::new(&config.otlp, &config.routes)?;
-            exporter = Some(otlp::spawn(&config.otlp, settings));
+            exporter = Some(otlp::spawn(&config.otlp, settings, redactor.clone()));
         }
         let salt = if !config.tracing.api_key_salt.is_empty() {
             config.tracing.api_key_salt.clone()
@@ -133,6 +139,7 @@ pub async fn run(
                 sample_rate: config.tracing.sample_rate,
             },
         );
+        sink.set_redactor(redactor);
         let batcher = store.clone().map(|store| {
             tokio::spawn(sink::run_batcher(
                 sink.clone(),
@@ -182,6 +189,7 @@ pub async fn run(
         router,
         upstream,
         recorder.as_ref().map(|r| Arc::clone(&r.3)),
+        Arc::clone(&metrics),
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -30,6 +30,11 @@ struct Args {
     /// Debug logs (same as TRACE_DEBUG=true).
     #[arg(long)]
     debug: bool,
+    /// Ask a running llmtap (at the configured admin address) whether it is
+    /// alive, exit 0 if so and 1 if not: for container health checks, where
+    /// no curl is installed.
+    #[arg(long)]
+    healthcheck: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +56,10 @@ fn main() -> anyhow::Result<()> {
     }
     if args.debug {
         config.tracing.debug = true;
+    }
+    if args.healthcheck {
+        // Only the admin address matters here; the rest is the server's to check.
+        return healthcheck(config.admin_listen);
     }
     config.validate().context("configuration")?;
 
@@ -113,4 +122,37 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
     tracing::info!("Shutdown signal received; draining");
+}
+
+/// `GET /healthz` on the admin listener over plain TCP (an unspecified bind
+/// address such as 0.0.0.0 is reached through loopback).
+fn healthcheck(mut addr: SocketAddr) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).context("reading the answer")?;
+    if head.starts_with(b"HTTP/1.1 200") {
+        println!("ok");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{addr} answered {:?}",
+            String::from_utf8_lossy(&head).trim_end()
+        )
+    }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::span::Span;
@@ -25,6 +26,62 @@ pub const TOKEN_BUCKETS: &[f64] = &[
 ];
 /// Most distinct label sets per metric.
 pub const MAX_SERIES: usize = 2000;
+/// Bucket boundaries of `llmtap_added_latency_seconds`: llmtap's own time is
+/// tens of microseconds, so the buckets start where the GenAI ones cannot see.
+pub const ADDED_LATENCY_BUCKETS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.1,
+];
+
+/// A lock-free histogram of llmtap's own time per exchange: the time in the
+/// proxy handler minus the time spent waiting for the upstream's response
+/// head (connect, TLS, upload and the provider's think time are the
+/// upstream's). Recorded by the request path with two relaxed atomic adds.
+pub struct AddedLatency {
+    counts: [AtomicU64; 13],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Default for AddedLatency {
+    fn default() -> Self {
+        AddedLatency {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AddedLatency {
+    /// Records one exchange's added time.
+    pub fn observe(&self, added: std::time::Duration) {
+        let secs = added.as_secs_f64();
+        if let Some(i) = ADDED_LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        let ns = u64::try_from(added.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "llmtap_added_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time spent in llmtap per exchange, excluding the wait for the upstream's response head.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (b, c) in ADDED_LATENCY_BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Histogram {
@@ -68,6 +125,8 @@ struct Series {
 #[derive(Default)]
 pub struct Metrics {
     series: Mutex<Series>,
+    /// llmtap's own time per exchange, recorded by the proxy (tracing on or off).
+    pub added_latency: AddedLatency,
 }
 
 /// Gauges and counters owned elsewhere, passed in at render time.
@@ -182,6 +241,7 @@ impl Metrics {
             &series.ttfc,
             "",
         );
+        self.added_latency.render(&mut out);
         let gauges: [(&str, &str, &str, f64); 11] = [
             (
                 "llmtap_queue_spans",

@@ -221,6 +221,9 @@ pub struct Exchange {
     seed: u64,
     /// llmtap asked for the usage chunk (see `exact_usage`).
     injected_usage: bool,
+    /// The request's header credentials, removed from the span before it
+    /// is written (see `redact`). In memory only.
+    secrets: Vec<String>,
     done: bool,
 }
 
@@ -284,6 +287,7 @@ impl Exchange {
             explicit,
             seed,
             injected_usage: false,
+            secrets: crate::redact::header_secrets(headers),
             done: false,
         };
         (exchange, observer)
@@ -571,14 +575,16 @@ impl Exchange {
         }
         if estimate_output.is_none() && estimate_input.is_none() {
             price(&self.rec, &mut span);
-            self.rec.sink.send(span);
+            let secrets = std::mem::take(&mut self.secrets);
+            self.rec.sink.send_redacting(span, secrets);
             return;
         }
         // Tokenizing is CPU work (and may load an encoder): off the path.
         let enc = tokens::encoding_for(span.model.as_deref());
         let endpoint = self.endpoint;
         let rec = Arc::clone(&self.rec);
-        self.rec.sink.send_after(span, move |s| {
+        let secrets = std::mem::take(&mut self.secrets);
+        self.rec.sink.send_after_redacting(span, secrets, move |s| {
             if let Some(counter) = estimate_output {
                 s.output_tokens = Some(counter.total() as i64);
                 s.tokens_estimated = true;

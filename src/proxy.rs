@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use crate::error::ProxyError;
 use crate::exact_usage::{self, StripUsage};
+use crate::metrics::Metrics;
 use crate::observe::{Exchange, Recording, ResponseObserver};
 use crate::providers::Endpoint;
 use crate::router::Router;
@@ -35,14 +36,22 @@ pub struct Proxy {
     upstream: Upstream,
     /// `None` when tracing is off.
     recording: Option<Arc<Recording>>,
+    /// Where llmtap's own time per exchange is recorded (tracing on or off).
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(router: Router, upstream: Upstream, recording: Option<Arc<Recording>>) -> Proxy {
+    pub fn new(
+        router: Router,
+        upstream: Upstream,
+        recording: Option<Arc<Recording>>,
+        metrics: Arc<Metrics>,
+    ) -> Proxy {
         Proxy {
             router,
             upstream,
             recording,
+            metrics,
         }
     }
 
@@ -69,7 +78,7 @@ impl Proxy {
         let route = &matched.route;
         let label = format!("{}://{}", route.upstream.scheme, route.upstream.authority);
 
-        let (mut exchange, body): (Option<Exchange>, UpstreamBody) = match &self.recording {
+        let (exchange, body): (Option<Exchange>, UpstreamBody) = match &self.recording {
             Some(rec) => {
                 let endpoint =
                     Endpoint::classify(route.format, &parts.method, &matched.upstream_path);
@@ -116,7 +125,25 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
 
-        match self.upstream.send(upstream_req, &label).await {
+        let sent = Instant::now();
+        let result = self.upstream.send(upstream_req, &label).await;
+        let answered = Instant::now();
+        let resp = self.respond(result, exchange, &label);
+        // llmtap's own time: before the upstream call and after its answer.
+        self.metrics
+            .added_latency
+            .observe(sent.duration_since(started) + answered.elapsed());
+        resp
+    }
+
+    /// Turns the upstream's answer (or failure) into the client's response.
+    fn respond(
+        &self,
+        result: Result<Response<Incoming>, ProxyError>,
+        mut exchange: Option<Exchange>,
+        label: &str,
+    ) -> Response<ProxyBody> {
+        match result {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 upstream::response_headers(&mut parts.headers);

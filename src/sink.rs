@@ -13,9 +13,10 @@
 //! `send` is also where `sample_rate` is applied (from the trace id, so a
 //! trace is kept or dropped whole; metrics have already counted the span)
 //! and where kept spans are handed to the OTLP exporter's own queue
-//! (`otlp::Exporter::offer`, another short push): a slow collector never
-//! slows the store's writer, nor the other way round. With `store = "none"`
-//! there is no batcher and spans go to the exporter only.
+//! (`otlp::Exporter::offer`, another short push, with the request's
+//! credentials: the exporter redacts like the batcher): a slow collector
+//! never slows the store's writer, nor the other way round. With
+//! `store = "none"` there is no batcher and spans go to the exporter only.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +36,10 @@ pub struct SinkStats {
     pub dropped: AtomicU64,
     pub store_errors: AtomicU64,
     pub batches: AtomicU64,
+    /// True from a failed batch write until the next successful one
+    /// (`/readyz` reports the store down: a `SELECT 1` still succeeds
+    /// while writes are locked out).
+    pub store_failing: AtomicBool,
     /// Spans not recorded because `sample_rate` left their trace out.
     pub sampled_out: AtomicU64,
 }
@@ -79,9 +84,18 @@ pub fn sampled(trace_id: &str, rate: f64) -> bool {
     (low >> 1) < bound
 }
 
+/// A queued span: its size, and the request's own credentials (header
+/// values), removed wherever they occur before the span is written. They
+/// live only in memory, and only until the batch is redacted.
+struct Entry {
+    span: Span,
+    size: usize,
+    literals: Vec<String>,
+}
+
 #[derive(Default)]
 struct Inner {
-    spans: VecDeque<(Span, usize)>,
+    spans: VecDeque<Entry>,
     bytes: usize,
 }
 
@@ -97,6 +111,8 @@ struct Queue {
     max_bytes: usize,
     stats: SinkStats,
     last_drop_warning: Mutex<Option<Instant>>,
+    /// Secrets removed from each batch before it is written (`redact`).
+    redactor: std::sync::OnceLock<crate::redact::Redactor>,
     outputs: Outputs,
 }
 
@@ -147,9 +163,16 @@ impl SpanSink {
                 max_bytes,
                 stats: SinkStats::default(),
                 last_drop_warning: Mutex::new(None),
+                redactor: std::sync::OnceLock::new(),
                 outputs,
             }),
         }
+    }
+
+    /// Sets the patterns the batcher redacts every span with before it is
+    /// written. Only the first call counts.
+    pub fn set_redactor(&self, redactor: crate::redact::Redactor) {
+        let _ = self.queue.redactor.set(redactor);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -160,7 +183,13 @@ impl SpanSink {
 
     /// Queues a finished span. Never waits on the store.
     pub fn send(&self, span: Span) {
-        let size = span.approx_bytes();
+        self.send_redacting(span, Vec::new());
+    }
+
+    /// Queues a finished span whose text fields must not contain any of
+    /// `literals` (the request's credentials): the batcher replaces them,
+    /// with the configured patterns, before writing.
+    pub fn send_redacting(&self, span: Span, literals: Vec<String>) {
         let q = &self.queue;
         if let Some(m) = &q.metrics {
             m.record(&span);
@@ -172,14 +201,19 @@ impl SpanSink {
         }
         q.stats.enqueued.fetch_add(1, Ordering::Relaxed);
         match (&out.exporter, out.store) {
-            (Some(e), true) => e.offer(span.clone()),
-            (Some(e), false) => return e.offer(span),
+            (Some(e), true) => e.offer(span.clone(), literals.clone()),
+            (Some(e), false) => return e.offer(span, literals),
             (None, true) => {}
             (None, false) => return,
         }
+        let size = span.approx_bytes() + literals.iter().map(String::len).sum::<usize>();
         let (len, dropped) = {
             let mut inner = self.lock();
-            inner.spans.push_back((span, size));
+            inner.spans.push_back(Entry {
+                span,
+                size,
+                literals,
+            });
             inner.bytes += size;
             let dropped = evict_over_budget(&mut inner, q.max_bytes);
             (inner.spans.len(), dropped)
@@ -197,12 +231,23 @@ impl SpanSink {
     /// CPU-heavy finishing such as token estimation, kept off the request
     /// path). The batcher does not exit while such work is pending.
     pub fn send_after(&self, span: Span, work: impl FnOnce(&mut Span) + Send + 'static) {
+        self.send_after_redacting(span, Vec::new(), work);
+    }
+
+    /// [`send_after`](Self::send_after) with the request's credentials (see
+    /// [`send_redacting`](Self::send_redacting)).
+    pub fn send_after_redacting(
+        &self,
+        span: Span,
+        literals: Vec<String>,
+        work: impl FnOnce(&mut Span) + Send + 'static,
+    ) {
         self.queue.deferred.fetch_add(1, Ordering::SeqCst);
         let sink = self.clone();
         let job = move || {
             let mut span = span;
             work(&mut span);
-            sink.send(span);
+            sink.send_redacting(span, literals);
             sink.queue.deferred.fetch_sub(1, Ordering::SeqCst);
             sink.queue.notify.notify_one();
         };
@@ -260,16 +305,16 @@ impl SpanSink {
         self.queue.closed.load(Ordering::SeqCst)
     }
 
-    fn take(&self, max: usize) -> Vec<Span> {
+    fn take(&self, max: usize) -> Vec<(Span, Vec<String>)> {
         let mut inner = self.lock();
         let n = inner.spans.len().min(max);
         let mut freed = 0;
-        let out: Vec<Span> = inner
+        let out: Vec<(Span, Vec<String>)> = inner
             .spans
             .drain(..n)
-            .map(|(span, size)| {
-                freed += size;
-                span
+            .map(|e| {
+                freed += e.size;
+                (e.span, e.literals)
             })
             .collect();
         inner.bytes -= freed;
@@ -283,7 +328,11 @@ impl SpanSink {
             for span in spans.into_iter().rev() {
                 let size = span.approx_bytes();
                 inner.bytes += size;
-                inner.spans.push_front((span, size));
+                inner.spans.push_front(Entry {
+                    span,
+                    size,
+                    literals: Vec::new(),
+                });
             }
             evict_over_budget(&mut inner, self.queue.max_bytes)
         };
@@ -301,8 +350,8 @@ fn evict_over_budget(inner: &mut Inner, max_bytes: usize) -> u64 {
     let mut dropped = 0;
     while inner.bytes > max_bytes {
         match inner.spans.pop_front() {
-            Some((_, size)) => {
-                inner.bytes -= size;
+            Some(e) => {
+                inner.bytes -= e.size;
                 dropped += 1;
             }
             None => break,
@@ -366,11 +415,18 @@ pub async fn run_batcher(
         if batch.is_empty() {
             continue;
         }
+        let batch = redact_batch(&sink, batch).await;
+        if batch.is_empty() {
+            continue;
+        }
         last_commit = Some(Instant::now());
         match store.write_spans(&batch, max_rows_per_statement).await {
             Ok(()) => {
                 backoff = BACKOFF_START;
                 let stats = sink.stats();
+                if stats.store_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(spans = batch.len(), "Span store writable again");
+                }
                 stats
                     .written
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -379,6 +435,7 @@ pub async fn run_batcher(
             }
             Err(error) => {
                 sink.stats().store_errors.fetch_add(1, Ordering::Relaxed);
+                sink.stats().store_failing.store(true, Ordering::Relaxed);
                 let n = batch.len();
                 if closed_at.is_some_and(|t| t.elapsed() >= exit_deadline) {
                     let (left, _) = sink.depth();
@@ -392,6 +449,39 @@ pub async fn run_batcher(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
+        }
+    }
+}
+
+/// Redacts a batch on a blocking thread (regex work stays off the async
+/// workers that serve traffic).
+async fn redact_batch(sink: &SpanSink, batch: Vec<(Span, Vec<String>)>) -> Vec<Span> {
+    let no_patterns = sink.queue.redactor.get().is_none_or(|r| r.is_empty());
+    if no_patterns && batch.iter().all(|(_, l)| l.is_empty()) {
+        return batch.into_iter().map(|(s, _)| s).collect();
+    }
+    let n = batch.len() as u64;
+    let queue = Arc::clone(&sink.queue);
+    let job = move || {
+        let none = crate::redact::Redactor::default();
+        let r = queue.redactor.get().unwrap_or(&none);
+        batch
+            .into_iter()
+            .map(|(mut span, literals)| {
+                crate::redact::redact_literals(&mut span, &literals);
+                r.redact_span(&mut span);
+                span
+            })
+            .collect::<Vec<Span>>()
+    };
+    match tokio::task::spawn_blocking(job).await {
+        Ok(batch) => batch,
+        Err(error) => {
+            // Only a panic inside the regex engine gets here; the spans are
+            // lost rather than stored unredacted.
+            sink.stats().dropped.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(%error, spans = n, "Redaction failed; spans dropped");
+            Vec::new()
         }
     }
 }
@@ -418,7 +508,7 @@ mod tests {
         }
         assert_eq!(sink.depth(), (3, one * 3));
         assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 2);
-        let kept: Vec<String> = sink.take(10).into_iter().map(|s| s.span_id).collect();
+        let kept: Vec<String> = sink.take(10).into_iter().map(|s| s.0.span_id).collect();
         assert_eq!(kept, ids[2..].to_vec());
         assert_eq!(sink.depth(), (0, 0));
     }
@@ -434,7 +524,7 @@ mod tests {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(sink.take(1)[0].output_tokens, Some(42));
+        assert_eq!(sink.take(1)[0].0.output_tokens, Some(42));
         assert_eq!(sink.queue.deferred.load(Ordering::SeqCst), 0);
     }
 
@@ -488,12 +578,12 @@ mod tests {
         for s in a {
             sink.send(s);
         }
-        let taken = sink.take(2);
+        let taken = sink.take(2).into_iter().map(|s| s.0).collect();
         let newer = span(10);
         let newer_id = newer.span_id.clone();
         sink.send(newer);
         sink.requeue(taken);
-        let order: Vec<String> = sink.take(10).into_iter().map(|s| s.span_id).collect();
+        let order: Vec<String> = sink.take(10).into_iter().map(|s| s.0.span_id).collect();
         assert_eq!(
             order,
             vec![ids[0].clone(), ids[1].clone(), ids[2].clone(), newer_id]

@@ -3,7 +3,8 @@
 //! Owns the record's fields, the W3C-hex ids and the status vocabulary. A
 //! span is plain data: building, parsing and writing it happen elsewhere.
 
-use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -176,28 +177,37 @@ pub fn now_us() -> i64 {
 
 /// 32 lowercase hex digits, never all zero (W3C trace-id).
 pub fn new_trace_id() -> String {
-    let mut v: u128 = rand::rng().random();
-    if v == 0 {
-        v = 1;
-    }
-    hex(&v.to_be_bytes())
+    // 48 bits of milliseconds since the epoch, then 80 random bits: ids sort
+    // by creation time, so the store's indexes on them take appends (see
+    // migration 0003), while the right-most 8 bytes stay random, as W3C
+    // Trace Context level 2 and trace-id ratio samplers expect.
+    let ms = (now_us() / 1000) as u128 & 0xffff_ffff_ffff;
+    let random: u128 = rand::rng().random::<u128>() >> 48;
+    hex(&((ms << 80) | random).max(1).to_be_bytes())
 }
 
-/// 16 lowercase hex digits, never all zero (W3C parent-id).
+/// 16 lowercase hex digits, never all zero (W3C parent-id): 40 bits of
+/// milliseconds since the epoch (wrapping every 34 years), then a 24-bit
+/// per-process sequence that starts at a random value. Unique within a
+/// process for 16 million spans per millisecond; the store keys spans by
+/// (trace id, span id), as W3C scopes a span id to its trace.
 pub fn new_span_id() -> String {
-    let mut v: u64 = rand::rng().random();
-    if v == 0 {
-        v = 1;
-    }
-    hex(&v.to_be_bytes())
+    static SEQ: OnceLock<AtomicU32> = OnceLock::new();
+    let seq = SEQ
+        .get_or_init(|| AtomicU32::new(rand::rng().random()))
+        .fetch_add(1, Ordering::Relaxed);
+    let ms = (now_us() / 1000) as u64 & 0xff_ffff_ffff;
+    let v = (ms << 24) | u64::from(seq & 0xff_ffff);
+    hex(&v.max(1).to_be_bytes())
 }
 
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "{b:02x}");
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }
@@ -216,6 +226,34 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(t, new_trace_id());
+    }
+
+    #[test]
+    fn ids_sort_by_creation_time_and_never_repeat() {
+        let mut spans: Vec<String> = Vec::new();
+        let mut traces: Vec<String> = Vec::new();
+        for _ in 0..3 {
+            for _ in 0..10_000 {
+                spans.push(new_span_id());
+                traces.push(new_trace_id());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // The time prefix never goes down between calls.
+        let span_ms = |s: &String| u64::from_str_radix(&s[..10], 16).unwrap();
+        let trace_ms = |s: &String| u64::from_str_radix(&s[..12], 16).unwrap();
+        assert!(spans.windows(2).all(|w| span_ms(&w[0]) <= span_ms(&w[1])));
+        assert!(traces
+            .windows(2)
+            .all(|w| trace_ms(&w[0]) <= trace_ms(&w[1])));
+        let now_ms = (now_us() / 1000) as u64;
+        assert!(now_ms - trace_ms(traces.last().unwrap()) < 60_000);
+        let unique = |v: &[String]| v.iter().collect::<std::collections::HashSet<_>>().len();
+        assert_eq!(unique(&spans), spans.len());
+        assert_eq!(unique(&traces), traces.len());
+        // The right-most 8 bytes of trace ids are random: not all equal.
+        let low: std::collections::HashSet<_> = traces.iter().map(|t| &t[16..]).collect();
+        assert!(low.len() > traces.len() - 10);
     }
 
     #[test]

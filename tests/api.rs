@@ -840,6 +840,14 @@ async fn a_configured_token_guards_the_api_but_not_health() {
     );
     let got = api_auth(&c, &h, "/api/traces", Some("t0k3n-for-tests")).await;
     assert_eq!(got.status, StatusCode::OK);
+    // /metrics is guarded by the same token.
+    let got = api_auth(&c, &h, "/metrics", None).await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(got.json()["error"]["type"], "authentication_error");
+    let got = api_auth(&c, &h, "/metrics", Some("t0k3n-for-testz")).await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    let got = api_auth(&c, &h, "/metrics", Some("t0k3n-for-tests")).await;
+    assert_eq!(got.status, StatusCode::OK);
     let got = api_auth(&c, &h, "/api/stats", Some("t0k3n-for-tests")).await;
     assert_eq!(got.status, StatusCode::OK);
     let healthz = send(

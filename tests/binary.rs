@@ -115,3 +115,50 @@ fn invalid_env_value_stops_start_up_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TRACE_BATCH_SIZE"), "{err}");
 }
+
+/// `--healthcheck` (the container health check) exits 0 against a running
+/// llmtap, reaching an unspecified bind address through loopback, and 1 when
+/// nothing answers.
+#[test]
+fn healthcheck_flag_reports_a_running_llmtap() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let admin = format!("0.0.0.0:{port}");
+    let mut child = llmtap()
+        .current_dir(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", &admin])
+        .env("LLMTAP_ADMIN_TOKEN", "a-token-for-the-non-loopback-bind")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let check = || {
+        llmtap()
+            .current_dir(dir.path())
+            .args(["--healthcheck", "--admin-listen", &admin])
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = check();
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "healthcheck never succeeded: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = check();
+    assert!(!out.status.success(), "healthcheck passed with llmtap gone");
+}

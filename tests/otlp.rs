@@ -609,3 +609,42 @@ async fn sampling_keeps_stitched_agent_loops_whole() {
     assert_eq!(exported_ids, stored_ids);
     println!("sampling 0.5: kept {kept} of {loops} agent loops");
 }
+
+#[tokio::test]
+async fn exported_spans_are_redacted_like_stored_ones() {
+    let rx = Receiver::start(&[]).await;
+    let endpoint = rx.url();
+    let mut h = Harness::start_with(|c| {
+        c.otlp.endpoint = endpoint;
+        c.otlp.batch_interval_ms = 20;
+    })
+    .await;
+    let c = client();
+    let (k, v) = auth();
+    // The request's own key, and another key-shaped string, in the body.
+    let leaked = "sk-proj-OTHERkeyOTHERkey0123456789";
+    let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": format!("my key is {SECRET} and {leaked}")}]})
+    .to_string();
+    let got = post(&c, &h.url("/v1/chat/completions"), &[(k, &v)], &body).await;
+    assert_eq!(got.status, StatusCode::OK);
+    let stored = h.spans(1).await;
+    rx.wait_spans(1, Duration::from_secs(15)).await;
+    h.stop().await;
+    assert!(stored[0]["request_body"]
+        .as_str()
+        .unwrap()
+        .contains("[REDACTED]"));
+    let got = rx.got();
+    let accepted: Vec<&Got_> = got.iter().filter(|g| g.status == 200).collect();
+    assert_eq!(accepted.len(), 1);
+    let body = body_of(accepted[0]);
+    for secret in [SECRET, leaked] {
+        assert!(
+            !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} exported"
+        );
+    }
+    let spans = decode_request(&body);
+    assert!(spans[0].attrs["gen_ai.input.messages"].contains("[REDACTED]"));
+}

@@ -765,6 +765,16 @@ async fn metrics_count_requests_tokens_and_the_writer() {
     );
     assert!(text.contains("llmtap_spans_written_total 4"), "{text}");
     assert!(text.contains("llmtap_spans_dropped_total 0"));
+    // llmtap's own time: one observation per exchange, each well under the
+    // top bucket (0.1 s) on any machine that runs these tests.
+    assert!(
+        text.contains("llmtap_added_latency_seconds_count 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("llmtap_added_latency_seconds_bucket{le=\"0.1\"} 4"),
+        "{text}"
+    );
     // Every sample line is `name{labels} value` with a numeric value.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let value = line.rsplit(' ').next().unwrap();

@@ -241,6 +241,9 @@ def main():
     ap.add_argument("--nofile", required=True)
     ap.add_argument("--cmdline", required=True)
     ap.add_argument("--idle-rss-kb", type=int, default=0)
+    ap.add_argument("--plain", default=None,
+                    help="llmtap with ENABLE_TRACING=false (case 1 only)")
+    ap.add_argument("--plain-pid", type=int, default=0)
     a = ap.parse_args()
 
     quick = a.quick
@@ -261,6 +264,10 @@ def main():
         ("llmtap", a.llmtap, llm),
         ("nginx", a.nginx, ngx),
     ]
+    # Case 1 also measures llmtap as a plain proxy (tracing off), when given.
+    case1_targets = list(targets)
+    if a.plain:
+        case1_targets.append(("llmtap, tracing off", a.plain, Proc("plain", a.plain_pid)))
     load_before = open("/proc/loadavg").read().split()[:3]
 
     # Case 2 runs first, on a fresh llmtap, so the peak RSS of the
@@ -320,14 +327,14 @@ def main():
     concs = [1, 32, 256]
     for c in concs:
         log(f"case 1: c={c}: warm-up")
-        for name, addr, _ in targets:
+        for name, addr, _ in case1_targets:
             wu = run_wrk(f"http://{addr}/v1/chat/completions", c, 1)
             if name == "llmtap":
                 rows += wu["requests"]
         rows = drain(a.db, rows)[2]
-        res = {name: [] for name, _, _ in targets}
+        res = {name: [] for name, _, _ in case1_targets}
         for r in range(rounds):
-            for name, addr, proc in rotate(targets, r):
+            for name, addr, proc in rotate(case1_targets, r):
                 m0, p0 = mock.cpu(), proc.cpu() if proc else 0
                 w = run_wrk(f"http://{addr}/v1/chat/completions", c, secs)
                 m1, p1 = mock.cpu(), proc.cpu() if proc else 0
@@ -490,7 +497,7 @@ def main():
         w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         d_rps, n_rps = c1(c, "direct", "rps"), c1(c, "nginx", "rps")
         d50, d99 = c1(c, "direct", "p50_us"), c1(c, "direct", "p99_us")
-        for name, _, proc in targets:
+        for name, _, proc in case1_targets:
             rps = c1(c, name, "rps")
             p50, p99 = c1(c, name, "p50_us"), c1(c, name, "p99_us")
             errs = sum(x["errors"] for x in case1[c][name])
@@ -514,7 +521,7 @@ def main():
     w("")
     w("Per-round req/s: " + "; ".join(
         f"c={c} " + ", ".join(f"{n} " + "/".join(f"{x['rps']:,.0f}" for x in case1[c][n])
-                              for n, _, _ in targets) for c in concs) + ".\n")
+                              for n, _, _ in case1_targets) for c in concs) + ".\n")
 
     # case 2
     w("### 2. Streaming\n")

@@ -87,9 +87,13 @@ pub struct ExportStats {
     pub requests: AtomicU64,
 }
 
+/// A queued span, its size, and the request's credentials (removed from
+/// its text before export, as the batcher does before a write).
+type Entry = (Span, Vec<String>, usize);
+
 #[derive(Default)]
 struct Inner {
-    spans: VecDeque<(Span, usize)>,
+    spans: VecDeque<Entry>,
     bytes: usize,
 }
 
@@ -104,6 +108,8 @@ struct Shared {
     max_spans: usize,
     max_bytes: usize,
     last_drop_warning: Mutex<Option<Instant>>,
+    /// The same patterns the store's writer applies (`tracing.redact_patterns`).
+    redactor: crate::redact::Redactor,
 }
 
 /// The handle `SpanSink` holds. Cloning is cheap.
@@ -114,7 +120,7 @@ pub struct Exporter {
 
 impl Exporter {
     /// An exporter queue sized by `config`; `spawn` starts its loop.
-    fn new(config: &OtlpConfig) -> Exporter {
+    fn new(config: &OtlpConfig, redactor: crate::redact::Redactor) -> Exporter {
         Exporter {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner::default()),
@@ -126,6 +132,7 @@ impl Exporter {
                 max_spans: config.queue_max_spans,
                 max_bytes: config.queue_max_bytes,
                 last_drop_warning: Mutex::new(None),
+                redactor,
             }),
         }
     }
@@ -136,18 +143,19 @@ impl Exporter {
         self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a finished span for export. Never waits.
-    pub fn offer(&self, span: Span) {
-        let size = span.approx_bytes();
+    /// Queues a finished span for export, with the request's credentials
+    /// to remove from it (see `redact`). Never waits.
+    pub fn offer(&self, span: Span, literals: Vec<String>) {
+        let size = span.approx_bytes() + literals.iter().map(String::len).sum::<usize>();
         let s = &self.shared;
         let (len, dropped) = {
             let mut inner = self.lock();
-            inner.spans.push_back((span, size));
+            inner.spans.push_back((span, literals, size));
             inner.bytes += size;
             let mut dropped = 0u64;
             while inner.spans.len() > s.max_spans || inner.bytes > s.max_bytes {
                 match inner.spans.pop_front() {
-                    Some((_, n)) => {
+                    Some((_, _, n)) => {
                         inner.bytes -= n;
                         dropped += 1;
                     }
@@ -190,16 +198,16 @@ impl Exporter {
         self.shared.notify.notify_one();
     }
 
-    fn take(&self, max: usize) -> Vec<Span> {
+    fn take(&self, max: usize) -> Vec<(Span, Vec<String>)> {
         let mut inner = self.lock();
         let n = inner.spans.len().min(max);
         let mut freed = 0;
         let out = inner
             .spans
             .drain(..n)
-            .map(|(s, size)| {
+            .map(|(s, literals, size)| {
                 freed += size;
-                s
+                (s, literals)
             })
             .collect();
         inner.bytes -= freed;
@@ -324,8 +332,12 @@ fn client(connect_timeout: Duration) -> HttpClient {
 }
 
 /// Creates the exporter and spawns its loop. Call inside a tokio runtime.
-pub fn spawn(config: &OtlpConfig, settings: Settings) -> (Exporter, tokio::task::JoinHandle<()>) {
-    let exporter = Exporter::new(config);
+pub fn spawn(
+    config: &OtlpConfig,
+    settings: Settings,
+    redactor: crate::redact::Redactor,
+) -> (Exporter, tokio::task::JoinHandle<()>) {
+    let exporter = Exporter::new(config, redactor);
     // Logged without any userinfo the URL may carry.
     let url = &settings.url;
     tracing::info!(
@@ -347,8 +359,8 @@ const RETRY_AFTER_MAX: Duration = Duration::from_secs(30);
 
 async fn run(exporter: Exporter, settings: Settings) {
     let client = client(settings.timeout);
+    let settings = Arc::new(settings);
     let shared = Arc::clone(&exporter.shared);
-    let lookup = |route: &str| settings.servers.get(route).cloned();
     loop {
         let closed = shared.closed.load(Ordering::SeqCst);
         let len = exporter.depth();
@@ -365,30 +377,63 @@ async fn run(exporter: Exporter, settings: Settings) {
         if batch.is_empty() {
             continue;
         }
-        let mut body = Vec::with_capacity(batch.iter().map(Span::approx_bytes).sum::<usize>());
-        let skipped = encode::encode_request(&batch, &settings.resource, &lookup, &mut body);
-        let n = (batch.len() - skipped) as u64;
-        if skipped > 0 {
-            shared
-                .stats
-                .failed
-                .fetch_add(skipped as u64, Ordering::Relaxed);
-        }
-        drop(batch);
-        let body = if settings.gzip {
-            match gzip(&body) {
-                Ok(z) => z,
-                Err(error) => {
-                    tracing::warn!(%error, "gzip of an OTLP batch failed; sending it uncompressed");
-                    body
-                }
+        let total = batch.len() as u64;
+        shared.in_flight.store(total, Ordering::SeqCst);
+        // Redaction (regexes), encoding and gzip are CPU work: on a
+        // blocking thread, off the async workers that serve traffic.
+        let (sh, st) = (Arc::clone(&shared), Arc::clone(&settings));
+        let prepared = tokio::task::spawn_blocking(move || prepare(&sh, &st, batch)).await;
+        let (body, n) = match prepared {
+            Ok(p) => p,
+            Err(error) => {
+                // Only a panic gets here: the spans are lost, never sent
+                // unredacted.
+                shared.stats.failed.fetch_add(total, Ordering::Relaxed);
+                shared.in_flight.store(0, Ordering::SeqCst);
+                tracing::error!(%error, spans = total, "Preparing an OTLP batch failed; spans dropped");
+                continue;
             }
-        } else {
-            body
         };
         shared.in_flight.store(n, Ordering::SeqCst);
         export_with_retry(&client, &settings, &shared, Bytes::from(body), n).await;
         shared.in_flight.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Redacts, encodes and (maybe) compresses a batch: the request body and
+/// the number of spans in it.
+fn prepare(
+    shared: &Shared,
+    settings: &Settings,
+    batch: Vec<(Span, Vec<String>)>,
+) -> (Vec<u8>, u64) {
+    let spans: Vec<Span> = batch
+        .into_iter()
+        .map(|(mut span, literals)| {
+            crate::redact::redact_literals(&mut span, &literals);
+            shared.redactor.redact_span(&mut span);
+            span
+        })
+        .collect();
+    let lookup = |route: &str| settings.servers.get(route).cloned();
+    let mut body = Vec::with_capacity(spans.iter().map(Span::approx_bytes).sum::<usize>());
+    let skipped = encode::encode_request(&spans, &settings.resource, &lookup, &mut body);
+    if skipped > 0 {
+        shared
+            .stats
+            .failed
+            .fetch_add(skipped as u64, Ordering::Relaxed);
+    }
+    let n = (spans.len() - skipped) as u64;
+    if !settings.gzip {
+        return (body, n);
+    }
+    match gzip(&body) {
+        Ok(z) => (z, n),
+        Err(error) => {
+            tracing::warn!(%error, "gzip of an OTLP batch failed; sending it uncompressed");
+            (body, n)
+        }
     }
 }
 
@@ -567,19 +612,22 @@ mod tests {
 
     #[test]
     fn queue_drops_oldest_past_the_count_budget() {
-        let e = Exporter::new(&OtlpConfig {
-            queue_max_spans: 3,
-            batch_size: 100,
-            ..OtlpConfig::default()
-        });
+        let e = Exporter::new(
+            &OtlpConfig {
+                queue_max_spans: 3,
+                batch_size: 100,
+                ..OtlpConfig::default()
+            },
+            crate::redact::Redactor::default(),
+        );
         let spans: Vec<Span> = (0..5).map(|_| Span::start(0)).collect();
         let ids: Vec<String> = spans.iter().map(|s| s.span_id.clone()).collect();
         for s in spans {
-            e.offer(s);
+            e.offer(s, Vec::new());
         }
         assert_eq!(e.depth(), 3);
         assert_eq!(e.stats().dropped.load(Ordering::Relaxed), 2);
-        let kept: Vec<String> = e.take(10).into_iter().map(|s| s.span_id).collect();
+        let kept: Vec<String> = e.take(10).into_iter().map(|(s, _)| s.span_id).collect();
         assert_eq!(kept, ids[2..]);
     }
 

@@ -153,6 +153,7 @@ impl Store {
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_spans.sql")),
     (2, include_str!("migrations/0002_rollups.sql")),
+    (3, include_str!("migrations/0003_span_key.sql")),
 ];
 
 /// Every column of the span record, in `Span` field order (inserts use it;

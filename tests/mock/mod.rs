@@ -81,6 +81,12 @@
 //! * `delay-headers:MS` — sleep before sending the response headers.
 //! * `gzip` — gzip the body when the request accepts gzip (streamed bodies
 //!   are sync-flushed per frame).
+//! * `echo-auth` — the response echoes the request's credential (the
+//!   `Authorization` value without `Bearer `, else `x-api-key`, else
+//!   `api-key`, else the query's `key=` / `api-key=`), as careless real
+//!   upstreams do: with `error:CODE` the error message is
+//!   `Incorrect API key provided: CRED`; otherwise the response id is
+//!   `echo-CRED` (in the body, and in every streamed chunk).
 //!
 //! Chat completions only: `malformed-json`, `malformed-sse`, `no-usage`,
 //! `refusal` (content `null`, refusal `"I can't help with that."`, streamed as
@@ -412,7 +418,7 @@ async fn handle(
     let path = parts.uri.path();
     let resp = match Route::find(&parts.method, path) {
         Some(route) if route.is_anthropic() && !has_messages_array(&body) => unknown_path(path),
-        Some(route) => serve(&state, route, &parts.headers, &body).await,
+        Some(route) => serve(&state, route, &parts.headers, parts.uri.query(), &body).await,
         None if path.ends_with("/models") && parts.method == Method::GET => {
             json_response(StatusCode::OK, Bytes::from_static(MODELS_JSON.as_bytes()))
         }
@@ -502,6 +508,7 @@ struct Scenarios {
     stream_error: bool,
     incomplete: bool,
     response_failed: bool,
+    echo_auth: bool,
 }
 
 impl Scenarios {
@@ -529,6 +536,7 @@ impl Scenarios {
                         "stream-error" => s.stream_error = true,
                         "incomplete" => s.incomplete = true,
                         "response-failed" => s.response_failed = true,
+                        "echo-auth" => s.echo_auth = true,
                         _ => {}
                     }
                 }
@@ -557,13 +565,41 @@ async fn serve(
     state: &Arc<MockState>,
     route: Route,
     headers: &HeaderMap,
+    query: Option<&str>,
     body: &Bytes,
 ) -> Response<MockBody> {
     let scenarios = Scenarios::parse(headers);
     if let Some(ms) = scenarios.delay_headers {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    let echoed = scenarios
+        .echo_auth
+        .then(|| credential(headers, query))
+        .flatten();
+    let mut echo_headers;
+    let headers = match &echoed {
+        Some(cred) if scenarios.error.is_none() => {
+            echo_headers = headers.clone();
+            if let Ok(v) = HeaderValue::from_str(&format!("echo-{cred}")) {
+                echo_headers.insert("x-mock-id", v);
+            }
+            &echo_headers
+        }
+        _ => headers,
+    };
     let resp = match scenarios.error {
+        Some(code) if echoed.is_some() => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::UNAUTHORIZED);
+            let message = format!(
+                "Incorrect API key provided: {}",
+                echoed.as_deref().unwrap_or_default()
+            );
+            if route.is_anthropic() {
+                anthropic_error_response(status, "authentication_error", &message)
+            } else {
+                error_response(status, &message, "invalid_request_error", "invalid_api_key")
+            }
+        }
         Some(code) if route.is_anthropic() => anthropic_error(code),
         Some(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -619,6 +655,21 @@ async fn serve(
     } else {
         resp
     }
+}
+
+/// The request's credential, for `echo-auth`.
+fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let header = |name: &str| header_str(headers, name).filter(|v| !v.is_empty());
+    header("authorization")
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_string())
+        .or_else(|| header("x-api-key").map(str::to_string))
+        .or_else(|| header("api-key").map(str::to_string))
+        .or_else(|| {
+            query?.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                matches!(k, "key" | "api-key").then(|| v.to_string())
+            })
+        })
 }
 
 /// What a route builder needs besides the request body.
