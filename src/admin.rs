@@ -30,6 +30,8 @@ pub struct Admin {
     pub recording: Option<Arc<crate::observe::Recording>>,
     /// The query API under `/api/`.
     pub api: Api,
+    /// The OTLP exporter, for `/metrics`.
+    pub exporter: Option<crate::otlp::Exporter>,
 }
 
 impl Admin {
@@ -74,6 +76,17 @@ impl Admin {
             extra.spans_dropped = s.dropped.load(Relaxed);
             extra.store_errors = s.store_errors.load(Relaxed);
             extra.batches = s.batches.load(Relaxed);
+            extra.spans_sampled_out = s.sampled_out.load(Relaxed);
+        }
+        if let Some(e) = &self.exporter {
+            let s = e.stats();
+            extra.otlp = Some(crate::metrics::OtlpExtra {
+                queue_spans: e.depth(),
+                exported: s.exported.load(Relaxed),
+                dropped: s.dropped.load(Relaxed),
+                failed: s.failed.load(Relaxed),
+                request_errors: s.request_errors.load(Relaxed),
+            });
         }
         if let Some(rec) = &self.recording {
             extra.unknown_price = rec.pricing.unknown_count.load(Relaxed);
@@ -110,7 +123,7 @@ impl Admin {
         let ready = store_ok && queue_ok;
         let body = serde_json::json!({
             "ready": ready,
-            "store": if store_ok { "ok" } else if writes_failing { "write_failing" } else { "unreachable" },
+            "store": if self.api.store_none { "none" } else if store_ok { "ok" } else if writes_failing { "write_failing" } else { "unreachable" },
             "queue_spans": depth,
             "queue_bytes": bytes,
         });

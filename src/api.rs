@@ -68,6 +68,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("tracing is disabled: there is no span store to query")]
     NoStore,
+    #[error("store = \"none\": spans are only exported (OTLP), there is no span store to query")]
+    StoreNone,
     #[error("store error: {0}")]
     Store(#[from] StoreError),
 }
@@ -86,7 +88,7 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NoStore => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoStore | ApiError::StoreNone => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +100,7 @@ impl ApiError {
             ApiError::Unauthorized => "invalid_admin_token",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NoStore => "tracing_disabled",
+            ApiError::StoreNone => "no_store",
             ApiError::Store(_) => "store_error",
         }
     }
@@ -105,7 +108,7 @@ impl ApiError {
     fn kind(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "authentication_error",
-            ApiError::NoStore | ApiError::Store(_) => "server_error",
+            ApiError::NoStore | ApiError::StoreNone | ApiError::Store(_) => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -188,6 +191,8 @@ pub struct Api {
     pub live: Option<Arc<Live>>,
     /// Required as a bearer token when set.
     pub token: Option<String>,
+    /// `store = "none"`: answer 503 naming that, not "tracing disabled".
+    pub store_none: bool,
 }
 
 impl Api {
@@ -251,7 +256,11 @@ impl Api {
     }
 
     fn store(&self) -> Result<&Store, ApiError> {
-        self.store.as_ref().ok_or(ApiError::NoStore)
+        match &self.store {
+            Some(store) => Ok(store),
+            None if self.store_none => Err(ApiError::StoreNone),
+            None => Err(ApiError::NoStore),
+        }
     }
 
     async fn traces(&self, query: Option<&str>) -> Result<Response<ApiBody>, ApiError> {
@@ -1069,6 +1078,7 @@ mod tests {
             store: None,
             live: Some(Arc::new(Live::default())),
             token: Some("tok".into()),
+            store_none: false,
         };
         let get = |path: &str, auth: Option<&str>| {
             let mut b = Request::builder().uri(path);

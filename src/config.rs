@@ -7,7 +7,7 @@
 //! `main`). Unknown keys and invalid values stop start-up with a message that
 //! names the key. This module never touches the network or the store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -70,6 +70,9 @@ pub struct Config {
     pub admin_token: String,
     /// Where spans are stored: `sqlite://PATH` (or a bare file path).
     pub database_url: String,
+    /// `database` (the store at `database_url`) or `none`: spans go only to
+    /// the exporters (`[otlp]`), and the query API answers 503.
+    pub store: StoreKind,
     /// A TOML price file that adds to or overrides `config/pricing.toml`
     /// (same format). Empty: the shipped prices only.
     pub pricing_file: Option<PathBuf>,
@@ -83,8 +86,100 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Zero-code trace structure (see `stitch`).
     pub stitching: StitchingConfig,
+    /// OpenTelemetry export (OTLP/HTTP protobuf).
+    pub otlp: OtlpConfig,
     /// Routes by path prefix; the first (longest) matching prefix wins.
     pub routes: Vec<RouteConfig>,
+}
+
+/// Where recorded spans are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The store at `database_url`.
+    Database,
+    /// No store: spans are only exported.
+    None,
+}
+
+/// Body compression of OTLP requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+}
+
+/// OpenTelemetry export: OTLP/HTTP with protobuf bodies. On when an
+/// endpoint is set (here or by `OTEL_EXPORTER_OTLP_ENDPOINT` /
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Collector base URL; spans go to `{endpoint}/v1/traces`. Empty = off
+    /// (unless `traces_endpoint` is set).
+    pub endpoint: String,
+    /// The exact URL for traces (wins over `endpoint`).
+    pub traces_endpoint: String,
+    /// Extra request headers (e.g. an API key for a hosted collector).
+    /// Sent, never logged.
+    pub headers: BTreeMap<String, String>,
+    /// Time for one export request, milliseconds.
+    pub timeout_ms: u64,
+    /// `none` or `gzip`.
+    pub compression: Compression,
+    /// The resource's `service.name`.
+    pub service_name: String,
+    /// More resource attributes (`deployment.environment`, ...).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Most spans in one export request; a full batch is sent at once.
+    pub batch_size: usize,
+    /// Send what is queued at least this often, milliseconds.
+    pub batch_interval_ms: u64,
+    /// Most spans waiting for export; past it the oldest are dropped and
+    /// counted.
+    pub queue_max_spans: usize,
+    /// Memory budget of the export queue (bytes), same rule.
+    pub queue_max_bytes: usize,
+    /// How long one batch is retried (429/502/503/504, connection errors)
+    /// before it is dropped and counted as failed, milliseconds.
+    pub retry_max_elapsed_ms: u64,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: String::new(),
+            traces_endpoint: String::new(),
+            headers: BTreeMap::new(),
+            timeout_ms: 10_000,
+            compression: Compression::None,
+            service_name: "llmtap".to_string(),
+            resource_attributes: BTreeMap::new(),
+            batch_size: 512,
+            batch_interval_ms: 1000,
+            queue_max_spans: 8192,
+            queue_max_bytes: 32 * 1024 * 1024,
+            retry_max_elapsed_ms: 60_000,
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// True when an endpoint is configured.
+    pub fn enabled(&self) -> bool {
+        self.traces_url().is_some()
+    }
+
+    /// The URL spans are POSTed to.
+    pub fn traces_url(&self) -> Option<String> {
+        let exact = self.traces_endpoint.trim();
+        if !exact.is_empty() {
+            return Some(exact.to_string());
+        }
+        let base = self.endpoint.trim();
+        (!base.is_empty()).then(|| format!("{}/v1/traces", base.trim_end_matches('/')))
+    }
 }
 
 /// Span recording and the background writer.
@@ -122,6 +217,9 @@ pub struct TracingConfig {
     /// that lack it (for exact token counts) and remove the extra usage chunk
     /// from what the client receives. Off: traffic is never altered.
     pub exact_stream_usage: bool,
+    /// Fraction of traces recorded (0.0-1.0), decided from the trace id so
+    /// a trace is kept or dropped whole. Request metrics count every request.
+    pub sample_rate: f64,
     /// Regular expressions for secrets removed from captured bodies, error
     /// messages and properties before a span is stored (group 1 of a match
     /// is replaced by `[REDACTED]`, or the whole match without groups).
@@ -282,12 +380,14 @@ impl Default for Config {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 4001)),
             admin_token: String::new(),
             database_url: "sqlite://data/llmtap.db".to_string(),
+            store: StoreKind::Database,
             pricing_file: None,
             tracing: TracingConfig::default(),
             upstream: UpstreamConfig::default(),
             limits: LimitsConfig::default(),
             shutdown: ShutdownConfig::default(),
             stitching: StitchingConfig::default(),
+            otlp: OtlpConfig::default(),
             routes: default_routes(),
         }
     }
@@ -308,6 +408,7 @@ impl Default for TracingConfig {
             max_parse_bytes: 8 * 1024 * 1024,
             api_key_salt: String::new(),
             exact_stream_usage: false,
+            sample_rate: 1.0,
             redact_patterns: crate::redact::DEFAULT_PATTERNS
                 .iter()
                 .map(|p| p.to_string())
@@ -512,6 +613,128 @@ impl Config {
         if let Some(v) = get(env, "LLMTAP_MAX_BODY_BYTES")? {
             self.limits.max_body_bytes = v;
         }
+        if let Some(v) = env.get("LLMTAP_STORE") {
+            self.store = match v.trim().to_ascii_lowercase().as_str() {
+                "database" => StoreKind::Database,
+                "none" => StoreKind::None,
+                other => {
+                    return Err(ConfigError::invalid(
+                        "LLMTAP_STORE",
+                        format!("{other:?} is not \"database\" or \"none\""),
+                    ))
+                }
+            };
+        }
+        if let Some(v) = get(env, "LLMTAP_SAMPLE_RATE")? {
+            self.tracing.sample_rate = v;
+        }
+        self.apply_otel_env(env)
+    }
+
+    /// The OpenTelemetry exporter variables (the signal-specific
+    /// `..._TRACES_...` ones win over the general ones).
+    fn apply_otel_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let o = &mut self.otlp;
+        let non_empty = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        if let Some(v) = non_empty("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            o.endpoint = v.to_string();
+        }
+        if let Some(v) = non_empty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            o.traces_endpoint = v.to_string();
+        }
+        for key in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            if let Some(v) = env.get(key) {
+                for (k, v) in
+                    crate::otlp::parse_kv_list(v).map_err(|e| ConfigError::invalid(key, e))?
+                {
+                    o.headers.insert(k, v);
+                }
+            }
+        }
+        for key in [
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        ] {
+            if let Some(v) = non_empty(key) {
+                o.timeout_ms = v
+                    .parse()
+                    .map_err(|e| ConfigError::invalid(key, format!("{v:?}: {e}")))?;
+            }
+        }
+        for key in [
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        ] {
+            if let Some(v) = non_empty(key) {
+                o.compression = match v.to_ascii_lowercase().as_str() {
+                    "gzip" => Compression::Gzip,
+                    "none" => Compression::None,
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            format!("{v:?} is not \"gzip\" or \"none\""),
+                        ))
+                    }
+                };
+            }
+        }
+        for key in [
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        ] {
+            if let Some(v) = non_empty(key) {
+                if v != "http/protobuf" {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("{v:?}: llmtap exports OTLP over \"http/protobuf\" only"),
+                    ));
+                }
+            }
+        }
+        if let Some(v) = env.get("OTEL_RESOURCE_ATTRIBUTES") {
+            for (k, v) in crate::otlp::parse_kv_list(v)
+                .map_err(|e| ConfigError::invalid("OTEL_RESOURCE_ATTRIBUTES", e))?
+            {
+                if k == "service.name" {
+                    o.service_name = v;
+                } else {
+                    o.resource_attributes.insert(k, v);
+                }
+            }
+        }
+        if let Some(v) = non_empty("OTEL_SERVICE_NAME") {
+            o.service_name = v.to_string();
+        }
+        let get_num = |key: &str| -> Result<Option<u64>, ConfigError> {
+            non_empty(key)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|e| ConfigError::invalid(key, format!("{v:?}: {e}")))
+                })
+                .transpose()
+        };
+        if let Some(v) = get_num("OTEL_BSP_SCHEDULE_DELAY")? {
+            o.batch_interval_ms = v;
+        }
+        if let Some(v) = get_num("OTEL_BSP_MAX_QUEUE_SIZE")? {
+            o.queue_max_spans = v as usize;
+        }
+        if let Some(v) = get_num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")? {
+            o.batch_size = v as usize;
+        }
+        let disabled = env
+            .get("OTEL_SDK_DISABLED")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            || env
+                .get("OTEL_TRACES_EXPORTER")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+        if disabled {
+            o.endpoint.clear();
+            o.traces_endpoint.clear();
+        }
         Ok(())
     }
 
@@ -583,10 +806,24 @@ impl Config {
             ));
         }
         self.limits.validate()?;
-        if t.enabled {
+        if t.enabled && self.store == StoreKind::Database {
             crate::store::StoreUrl::parse(&self.database_url)
                 .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
         }
+        if !(0.0..=1.0).contains(&t.sample_rate) {
+            return Err(ConfigError::invalid(
+                "tracing.sample_rate",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if t.enabled && self.store == StoreKind::None && !self.otlp.enabled() {
+            return Err(ConfigError::invalid(
+                "store",
+                "store = \"none\" needs an exporter: set [otlp] endpoint \
+                 (or OTEL_EXPORTER_OTLP_ENDPOINT), or use store = \"database\"",
+            ));
+        }
+        self.validate_otlp()?;
         if self.stitching.ttl_secs == 0 {
             return Err(ConfigError::invalid(
                 "stitching.ttl_secs",
@@ -686,6 +923,80 @@ impl LimitsConfig {
     }
 }
 
+impl Config {
+    fn validate_otlp(&self) -> Result<(), ConfigError> {
+        let o = &self.otlp;
+        if !o.enabled() {
+            return Ok(());
+        }
+        let key = if o.traces_endpoint.trim().is_empty() {
+            "otlp.endpoint"
+        } else {
+            "otlp.traces_endpoint"
+        };
+        let url = o.traces_url().unwrap_or_default();
+        let has_userinfo = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.authority().map(|a| a.as_str().contains('@')))
+            .unwrap_or(false);
+        if has_userinfo {
+            // Not echoed: it holds a credential.
+            return Err(ConfigError::invalid(
+                key,
+                "must not carry credentials in the URL; use otlp.headers \
+                 (OTEL_EXPORTER_OTLP_HEADERS)",
+            ));
+        }
+        let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+        });
+        if !ok {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{url:?} is not an http(s) URL"),
+            ));
+        }
+        for (k, v) in &o.headers {
+            if http::HeaderName::from_bytes(k.trim().as_bytes()).is_err()
+                || http::HeaderValue::from_str(v.trim()).is_err()
+            {
+                // The value may be a secret: name the header only.
+                return Err(ConfigError::invalid(
+                    format!("otlp.headers.{k}"),
+                    "not a valid HTTP header name or value",
+                ));
+            }
+        }
+        let checks = [
+            ("otlp.timeout_ms", o.timeout_ms == 0),
+            ("otlp.batch_size", o.batch_size == 0),
+            ("otlp.batch_interval_ms", o.batch_interval_ms == 0),
+            ("otlp.queue_max_spans", o.queue_max_spans == 0),
+            ("otlp.queue_max_bytes", o.queue_max_bytes < 64 * 1024),
+        ];
+        for (key, bad) in checks {
+            if bad {
+                return Err(ConfigError::invalid(
+                    key,
+                    if key == "otlp.queue_max_bytes" {
+                        "must be at least 65536"
+                    } else {
+                        "must be at least 1"
+                    },
+                ));
+            }
+        }
+        if o.service_name.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "otlp.service_name",
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A prefix without its trailing slashes (`/v1/` → `/v1`; `/` stays `/`).
 pub fn normalize_prefix(prefix: &str) -> &str {
     let trimmed = prefix.trim_end_matches('/');
@@ -748,6 +1059,24 @@ mod tests {
         );
         assert_eq!(l.h2_keep_alive_interval_ms, dl.h2_keep_alive_interval_ms);
         assert_eq!(l.h2_keep_alive_timeout_ms, dl.h2_keep_alive_timeout_ms);
+        assert_eq!(config.store, d.store);
+        assert_eq!(config.tracing.sample_rate, d.tracing.sample_rate);
+        let (o, od) = (&config.otlp, &d.otlp);
+        assert!(!o.enabled());
+        assert_eq!(
+            (o.timeout_ms, o.compression, &o.service_name, o.batch_size),
+            (
+                od.timeout_ms,
+                od.compression,
+                &od.service_name,
+                od.batch_size
+            )
+        );
+        assert_eq!(
+            (o.batch_interval_ms, o.queue_max_spans, o.queue_max_bytes),
+            (od.batch_interval_ms, od.queue_max_spans, od.queue_max_bytes)
+        );
+        assert_eq!(o.retry_max_elapsed_ms, od.retry_max_elapsed_ms);
         assert_eq!(config.routes[0].prefix, "/v1");
         assert_eq!(config.routes[1].prefix, "/anthropic");
         assert!(config.routes[1].strip_prefix);
@@ -916,6 +1245,119 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("routes[1].prefix"));
+    }
+
+    #[test]
+    fn otel_env_is_honoured_signal_specific_first() {
+        let mut c = Config::default();
+        assert!(!c.otlp.enabled());
+        c.apply_env(&env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-a=1,authorization=Bearer%20k",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-a=2"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=a,deployment.environment=prod%2Ceu",
+            ),
+            ("OTEL_SERVICE_NAME", "gateway"),
+            ("LLMTAP_SAMPLE_RATE", "0.25"),
+            ("LLMTAP_STORE", "none"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.otlp.traces_url().as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(c.otlp.headers["x-a"], "2");
+        assert_eq!(c.otlp.headers["authorization"], "Bearer k");
+        assert_eq!(c.otlp.timeout_ms, 2500);
+        assert_eq!(c.otlp.compression, Compression::Gzip);
+        assert_eq!(c.otlp.service_name, "gateway");
+        assert_eq!(
+            c.otlp.resource_attributes["deployment.environment"],
+            "prod,eu"
+        );
+        assert_eq!(c.tracing.sample_rate, 0.25);
+        assert_eq!(c.store, StoreKind::None);
+        c.validate().unwrap();
+        c.apply_env(&env(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://c:1/x",
+        )]))
+        .unwrap();
+        assert_eq!(c.otlp.traces_url().as_deref(), Some("http://c:1/x"));
+        for (k, v) in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+            ("LLMTAP_STORE", "s3"),
+        ] {
+            let err = Config::default()
+                .apply_env(&env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(k), "{err}");
+        }
+        let mut off = c.clone();
+        off.apply_env(&env(&[("OTEL_SDK_DISABLED", "true")]))
+            .unwrap();
+        assert!(!off.otlp.enabled());
+    }
+
+    #[test]
+    fn store_none_needs_an_exporter_and_rates_are_checked() {
+        let c = Config {
+            store: StoreKind::None,
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("store") && err.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{err}"
+        );
+        let c = Config::from_toml(
+            "store = \"none\"\n[otlp]\nendpoint = \"http://127.0.0.1:4318\"\ncompression = \"gzip\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        for rate in [-0.1, 1.5, f64::NAN] {
+            let mut c = Config::default();
+            c.tracing.sample_rate = rate;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("tracing.sample_rate"), "{err}");
+        }
+        let mut c = Config::default();
+        c.otlp.endpoint = "http://user:pw-secret@127.0.0.1:4318".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("otlp.endpoint") && !err.contains("pw-secret"),
+            "{err}"
+        );
+        let mut c = Config::default();
+        c.otlp.endpoint = "ftp://x".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("otlp.endpoint"));
+        let mut c = Config::default();
+        c.otlp.endpoint = "http://127.0.0.1:4318".into();
+        c.otlp
+            .headers
+            .insert("bad header".into(), "secret-value".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("otlp.headers") && !err.contains("secret-value"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! The modules follow the data path (see ARCHITECTURE.md):
 //! `listener` → `router` → `proxy` → `upstream`, with `tee` + `observe`
 //! watching both bodies, `providers` / `sse` / `decode` / `tokens` reading
-//! them, and `span` → `sink` → `store` recording the result in the
-//! background. `run` wires them together.
+//! them, and `span` → `sink` → `store` (and `otlp`, the OpenTelemetry
+//! exporter) recording the result in the background. `run` wires them
+//! together.
 
 pub mod admin;
 pub mod api;
@@ -19,6 +20,7 @@ pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod observe;
+pub mod otlp;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
@@ -61,6 +63,10 @@ pub enum RunError {
     Redact(#[from] redact::PatternError),
     #[error("the admin listener is on {0}, not a loopback address: set admin_token (LLMTAP_ADMIN_TOKEN)")]
     AdminExposed(std::net::SocketAddr),
+    #[error("OTLP export: {0}")]
+    Otlp(#[from] otlp::OtlpError),
+    #[error("invalid value for store: store = \"none\" needs an OTLP exporter (OTEL_EXPORTER_OTLP_ENDPOINT or [otlp] endpoint)")]
+    NothingToRecordTo,
 }
 
 /// The listeners `run` serves; bound by the caller so tests can use port 0.
@@ -91,15 +97,35 @@ pub async fn run(
         Arc::clone(&metrics.traffic),
     );
 
-    // The recorder: store, queue and batcher (absent with tracing off).
+    // The recorder: store (unless `store = "none"`), queue and batcher, the
+    // OTLP exporter when configured (all absent with tracing off).
     let mut recorder = None;
+    let mut exporter = None;
     if config.tracing.enabled {
-        let url = StoreUrl::parse(&config.database_url)?;
-        let store = Store::open(&url).await?;
-        let salt = if config.tracing.api_key_salt.is_empty() {
+        let use_store = config.store == config::StoreKind::Database;
+        if !use_store && !config.otlp.enabled() {
+            return Err(RunError::NothingToRecordTo);
+        }
+        let store = if use_store {
+            let url = StoreUrl::parse(&config.database_url)?;
+            Some(Store::open(&url).await?)
+        } else {
+            None
+        };
+        // Secrets are removed before a span is stored or exported.
+        let redactor = redact::Redactor::new(&config.tracing.redact_patterns)?;
+        if config.otlp.enabled() {
+            let settings = otlp::Settings::new(&config.otlp, &config.routes)?;
+            exporter = Some(otlp::spawn(&config.otlp, settings, redactor.clone()));
+        }
+        let salt = if !config.tracing.api_key_salt.is_empty() {
+            config.tracing.api_key_salt.clone()
+        } else if let Some(store) = &store {
             store.salt().await?
         } else {
-            config.tracing.api_key_salt.clone()
+            // No store to keep a salt in: a random one for this process
+            // (hashes are stable until restart).
+            span::new_trace_id()
         };
         let prices = pricing::PriceTable::load(config.pricing_file.as_deref())?;
         tracing::info!(
@@ -107,20 +133,27 @@ pub async fn run(
             checked = prices.checked(),
             "Prices loaded"
         );
-        let sink = SpanSink::with_metrics(
+        let sink = SpanSink::with_outputs(
             config.tracing.batch_size,
             config.tracing.queue_max_bytes,
             Some(Arc::clone(&metrics)),
+            sink::Outputs {
+                store: store.is_some(),
+                exporter: exporter.as_ref().map(|(e, _)| e.clone()),
+                sample_rate: config.tracing.sample_rate,
+            },
         );
-        sink.set_redactor(redact::Redactor::new(&config.tracing.redact_patterns)?);
-        let batcher = tokio::spawn(sink::run_batcher(
-            sink.clone(),
-            store.clone(),
-            Duration::from_millis(config.tracing.batch_interval_ms),
-            Duration::from_millis(config.tracing.min_flush_gap_ms),
-            config.tracing.max_rows_per_statement,
-            Duration::from_millis(config.shutdown.flush_timeout_ms),
-        ));
+        sink.set_redactor(redactor);
+        let batcher = store.clone().map(|store| {
+            tokio::spawn(sink::run_batcher(
+                sink.clone(),
+                store,
+                Duration::from_millis(config.tracing.batch_interval_ms),
+                Duration::from_millis(config.tracing.min_flush_gap_ms),
+                config.tracing.max_rows_per_statement,
+                Duration::from_millis(config.shutdown.flush_timeout_ms),
+            ))
+        });
         let recording = Arc::new(Recording {
             sink: sink.clone(),
             capture_bodies: config.tracing.capture_bodies,
@@ -176,16 +209,18 @@ pub async fn run(
 
     let admin_task = listeners.admin.map(|listener| {
         let admin = Arc::new(admin::Admin {
-            store: recorder.as_ref().map(|r| r.0.clone()),
+            store: recorder.as_ref().and_then(|r| r.0.clone()),
             sink: recorder.as_ref().map(|r| r.1.clone()),
             queue_max_bytes: config.tracing.queue_max_bytes,
             metrics: Arc::clone(&metrics),
             recording: recorder.as_ref().map(|r| Arc::clone(&r.3)),
             api: api::Api {
-                store: recorder.as_ref().map(|r| r.0.clone()),
+                store: recorder.as_ref().and_then(|r| r.0.clone()),
                 live: recorder.as_ref().map(|r| Arc::clone(&r.3.live)),
                 token: (!config.admin_token.is_empty()).then(|| config.admin_token.clone()),
+                store_none: config.tracing.enabled && config.store == config::StoreKind::None,
             },
+            exporter: exporter.as_ref().map(|(e, _)| e.clone()),
         });
         let rx = stop_rx.clone();
         tokio::spawn(listener::serve(
@@ -214,8 +249,12 @@ pub async fn run(
     //    (error type `shutdown`);
     // 3. close the span queue: nothing more can be recorded;
     // 4. the batcher writes what is queued (up to `flush_timeout_ms` while
-    //    the store fails) and exits;
-    // 5. close the store and the admin listener; return.
+    //    the store fails) and exits (with `store = "none"`: wait, as long,
+    //    for deferred finishing work instead);
+    // 5. the OTLP exporter sends what is queued, retrying until
+    //    `flush_timeout_ms` after its close; past that what is left is
+    //    counted failed;
+    // 6. close the store and the admin listener; return.
     let cut = recorder.as_ref().map(|r| Arc::clone(&r.3));
     listener::serve(
         listeners.proxy,
@@ -241,14 +280,41 @@ pub async fn run(
         // Tool calls still waiting for a result will never get one now.
         observe::expire_tool_calls(&recording, true);
         sink.close();
-        let _ = batcher.await;
+        let flush = Duration::from_millis(config.shutdown.flush_timeout_ms);
+        match batcher {
+            Some(batcher) => {
+                let _ = batcher.await;
+            }
+            None => sink.settle(flush).await,
+        }
         let stats = sink.stats();
         tracing::info!(
             written = stats.written.load(std::sync::atomic::Ordering::Relaxed),
             dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
             "Span writer drained"
         );
-        store.close().await;
+        if let Some((exporter, task)) = exporter {
+            exporter.close();
+            let mut task = task;
+            if tokio::time::timeout(flush, &mut task).await.is_err() {
+                task.abort();
+                let lost = exporter.abandon();
+                tracing::error!(
+                    lost,
+                    "OTLP collector still failing at the shutdown deadline; spans lost"
+                );
+            }
+            let s = exporter.stats();
+            tracing::info!(
+                exported = s.exported.load(std::sync::atomic::Ordering::Relaxed),
+                failed = s.failed.load(std::sync::atomic::Ordering::Relaxed),
+                dropped = s.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                "OTLP exporter flushed"
+            );
+        }
+        if let Some(store) = store {
+            store.close().await;
+        }
     }
     if let Some(task) = admin_task {
         let _ = task.await;

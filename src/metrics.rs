@@ -231,6 +231,20 @@ pub struct Extra {
     pub invalid_header_values: u64,
     pub stitch_turns: usize,
     pub stitch_pending_calls: usize,
+    /// Spans left out by `sample_rate` (not "dropped").
+    pub spans_sampled_out: u64,
+    /// The OTLP exporter's counters, when one is configured.
+    pub otlp: Option<OtlpExtra>,
+}
+
+/// The OTLP exporter's counters and queue.
+#[derive(Debug, Default, Clone)]
+pub struct OtlpExtra {
+    pub queue_spans: usize,
+    pub exported: u64,
+    pub dropped: u64,
+    pub failed: u64,
+    pub request_errors: u64,
 }
 
 fn bounded<V>(map: &mut HashMap<Labels, V>, key: Labels, new: impl Fn() -> V) -> &mut V {
@@ -391,6 +405,52 @@ impl Metrics {
             );
         }
         self.traffic.render(&mut out);
+        let mut more: Vec<(&str, &str, &str, f64)> = vec![(
+            "llmtap_spans_sampled_out_total",
+            "counter",
+            "Spans not recorded because sample_rate left their trace out.",
+            extra.spans_sampled_out as f64,
+        )];
+        if let Some(o) = &extra.otlp {
+            more.extend([
+                (
+                    "llmtap_otlp_queue_spans",
+                    "gauge",
+                    "Spans waiting for OTLP export.",
+                    o.queue_spans as f64,
+                ),
+                (
+                    "llmtap_otlp_spans_exported_total",
+                    "counter",
+                    "Spans the OTLP collector accepted.",
+                    o.exported as f64,
+                ),
+                (
+                    "llmtap_otlp_spans_dropped_total",
+                    "counter",
+                    "Spans dropped from the full OTLP export queue.",
+                    o.dropped as f64,
+                ),
+                (
+                    "llmtap_otlp_spans_failed_total",
+                    "counter",
+                    "Spans given up on (rejected, retries exhausted, or shutdown deadline).",
+                    o.failed as f64,
+                ),
+                (
+                    "llmtap_otlp_request_errors_total",
+                    "counter",
+                    "Failed OTLP export requests (each attempt).",
+                    o.request_errors as f64,
+                ),
+            ]);
+        }
+        for (name, kind, help, v) in more {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
         out
     }
 }

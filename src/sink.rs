@@ -9,6 +9,14 @@
 //! on a store error put the spans back (oldest first, still under the
 //! budget) and retry with backoff. At shutdown it drains until the queue is
 //! closed and empty.
+//!
+//! `send` is also where `sample_rate` is applied (from the trace id, so a
+//! trace is kept or dropped whole; metrics have already counted the span)
+//! and where kept spans are handed to the OTLP exporter's own queue
+//! (`otlp::Exporter::offer`, another short push, with the request's
+//! credentials: the exporter redacts like the batcher): a slow collector
+//! never slows the store's writer, nor the other way round. With
+//! `store = "none"` there is no batcher and spans go to the exporter only.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +40,48 @@ pub struct SinkStats {
     /// (`/readyz` reports the store down: a `SELECT 1` still succeeds
     /// while writes are locked out).
     pub store_failing: AtomicBool,
+    /// Spans not recorded because `sample_rate` left their trace out.
+    pub sampled_out: AtomicU64,
+}
+
+/// Where `send` delivers a kept span, besides metrics.
+#[derive(Clone)]
+pub struct Outputs {
+    /// Keep spans for the batcher (a store exists).
+    pub store: bool,
+    /// The OTLP exporter, when configured.
+    pub exporter: Option<crate::otlp::Exporter>,
+    /// `tracing.sample_rate`.
+    pub sample_rate: f64,
+}
+
+impl Default for Outputs {
+    /// No store, no exporter, every trace kept.
+    fn default() -> Self {
+        Outputs {
+            store: false,
+            exporter: None,
+            sample_rate: 1.0,
+        }
+    }
+}
+
+/// Head sampling decided from the trace id alone, like OpenTelemetry's
+/// `TraceIdRatioBased`: the id's low 8 bytes (shifted to 63 bits) below
+/// `rate × 2^63` keep the trace. Every span of a trace decides the same.
+pub fn sampled(trace_id: &str, rate: f64) -> bool {
+    if rate >= 1.0 {
+        return true;
+    }
+    if rate <= 0.0 {
+        return false;
+    }
+    let low = trace_id
+        .get(trace_id.len().saturating_sub(16)..)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    let bound = (rate * (1u64 << 63) as f64) as u64;
+    (low >> 1) < bound
 }
 
 /// A queued span: its size, and the request's own credentials (header
@@ -63,6 +113,7 @@ struct Queue {
     last_drop_warning: Mutex<Option<Instant>>,
     /// Secrets removed from each batch before it is written (`redact`).
     redactor: std::sync::OnceLock<crate::redact::Redactor>,
+    outputs: Outputs,
 }
 
 /// The handle the request path holds. Cloning is cheap.
@@ -82,6 +133,25 @@ impl SpanSink {
         max_bytes: usize,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> SpanSink {
+        SpanSink::with_outputs(
+            batch_size,
+            max_bytes,
+            metrics,
+            Outputs {
+                store: true,
+                exporter: None,
+                sample_rate: 1.0,
+            },
+        )
+    }
+
+    /// A sink delivering to `outputs` (store queue, exporter, sampling).
+    pub fn with_outputs(
+        batch_size: usize,
+        max_bytes: usize,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+        outputs: Outputs,
+    ) -> SpanSink {
         SpanSink {
             queue: Arc::new(Queue {
                 inner: Mutex::new(Inner::default()),
@@ -94,6 +164,7 @@ impl SpanSink {
                 stats: SinkStats::default(),
                 last_drop_warning: Mutex::new(None),
                 redactor: std::sync::OnceLock::new(),
+                outputs,
             }),
         }
     }
@@ -119,12 +190,23 @@ impl SpanSink {
     /// `literals` (the request's credentials): the batcher replaces them,
     /// with the configured patterns, before writing.
     pub fn send_redacting(&self, span: Span, literals: Vec<String>) {
-        let size = span.approx_bytes() + literals.iter().map(String::len).sum::<usize>();
         let q = &self.queue;
         if let Some(m) = &q.metrics {
             m.record(&span);
         }
+        let out = &q.outputs;
+        if !sampled(&span.trace_id, out.sample_rate) {
+            q.stats.sampled_out.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         q.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        match (&out.exporter, out.store) {
+            (Some(e), true) => e.offer(span.clone(), literals.clone()),
+            (Some(e), false) => return e.offer(span, literals),
+            (None, true) => {}
+            (None, false) => return,
+        }
+        let size = span.approx_bytes() + literals.iter().map(String::len).sum::<usize>();
         let (len, dropped) = {
             let mut inner = self.lock();
             inner.spans.push_back(Entry {
@@ -207,6 +289,15 @@ impl SpanSink {
     pub fn close(&self) {
         self.queue.closed.store(true, Ordering::SeqCst);
         self.queue.notify.notify_one();
+    }
+
+    /// Waits (bounded by `deadline`) for `send_after` work still running;
+    /// used at shutdown when there is no batcher to wait for it.
+    pub async fn settle(&self, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        while self.queue.deferred.load(Ordering::SeqCst) > 0 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// True once `close` was called.
@@ -435,6 +526,47 @@ mod tests {
         }
         assert_eq!(sink.take(1)[0].0.output_tokens, Some(42));
         assert_eq!(sink.queue.deferred.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn sampling_follows_the_trace_id() {
+        assert!(sampled("0af7651916cd43dd0000000000000000", 0.01));
+        assert!(!sampled("0af7651916cd43ddffffffffffffffff", 0.99));
+        assert!(sampled("0af7651916cd43ddffffffffffffffff", 1.0));
+        assert!(!sampled("0af7651916cd43dd0000000000000000", 0.0));
+        // Half of random ids, within a wide margin.
+        let kept = (0..10_000)
+            .filter(|_| sampled(&crate::span::new_trace_id(), 0.5))
+            .count();
+        assert!((4_500..=5_500).contains(&kept), "{kept}");
+    }
+
+    #[test]
+    fn sampled_out_spans_are_counted_not_queued() {
+        let sink = SpanSink::with_outputs(
+            10,
+            1 << 20,
+            None,
+            Outputs {
+                store: true,
+                exporter: None,
+                sample_rate: 0.5,
+            },
+        );
+        let mut kept = 0;
+        for _ in 0..200 {
+            let s = span(1);
+            kept += usize::from(sampled(&s.trace_id, 0.5));
+            sink.send(s);
+        }
+        assert_eq!(sink.depth().0, kept);
+        assert_eq!(
+            sink.stats().sampled_out.load(Ordering::Relaxed) as usize,
+            200 - kept
+        );
+        let none = SpanSink::with_outputs(10, 1 << 20, None, Outputs::default());
+        none.send(span(1));
+        assert_eq!(none.depth().0, 0, "no store: nothing queued for a batcher");
     }
 
     #[test]

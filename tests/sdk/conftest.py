@@ -133,7 +133,7 @@ strip_prefix = true
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("LLMTAP_", "TRACE_")) and k != "ENABLE_TRACING"
+        if not k.startswith(("LLMTAP_", "TRACE_", "OTEL_")) and k != "ENABLE_TRACING"
     }
     log = workdir / f"llmtap-{attempt}.log"
     out = open(log, "wb")
