@@ -68,7 +68,9 @@ pub struct Config {
     /// (`Authorization: Bearer TOKEN`). Empty = no token, allowed only while
     /// `admin_listen` is a loopback address. Visible ASCII, no spaces.
     pub admin_token: String,
-    /// Where spans are stored: `sqlite://PATH` (or a bare file path).
+    /// Where spans are stored: `sqlite://PATH` (or a bare file path), or
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE` (an existing database;
+    /// several replicas may share it).
     pub database_url: String,
     /// `database` (the store at `database_url`) or `none`: spans go only to
     /// the exporters (`[otlp]`), and the query API answers 503.

@@ -1,7 +1,7 @@
 //! The query API end to end: real traffic through llmtap to the mock
 //! provider (chats, streams, errors, embeddings, Anthropic, a stitched
 //! agent loop), then `/api/*` on the admin listener, checked against the
-//! spans in the real SQLite file.
+//! spans in the real store (SQLite, or PostgreSQL under scripts/pg_test.sh).
 
 mod common;
 mod mock;
@@ -692,9 +692,7 @@ async fn export_streams_json_and_ndjson() {
     let c = client();
     let spans = seed(&h, &c).await;
     // Plus enough spans written straight to the store for several pages.
-    let store = llmtap::store::Store::open(&llmtap::store::StoreUrl::Sqlite(h.db.clone()))
-        .await
-        .unwrap();
+    let store = h.store().await;
     let bulk: Vec<llmtap::span::Span> = (0..1234)
         .map(|i| {
             let mut s = llmtap::span::Span::start(1_600_000_000_000_000 + i / 3);

@@ -1,6 +1,7 @@
 //! The shipped binary, run as a user runs it: from a working directory with
 //! `config/llmtap.toml`, creating `data/llmtap.db` on first start, stopped
-//! by SIGTERM.
+//! by SIGTERM. SQLite only, on purpose (also under scripts/pg_test.sh):
+//! it checks the default store, the file a first start creates.
 
 mod common;
 mod mock;

@@ -558,6 +558,18 @@ async fn tracing_off_is_a_plain_proxy_with_no_store() {
     let via = post(&c, &h.url("/v1/chat/completions"), &[], &body).await;
     assert_eq!(via.body, direct.body);
     assert!(!h.db.exists(), "no database is created with tracing off");
+    if h.on_postgres() {
+        // The harness created the database; llmtap never connected to it.
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&h.database_url).await.unwrap();
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(tables, 0, "no schema is created with tracing off");
+    }
 }
 
 #[tokio::test]

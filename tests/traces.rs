@@ -120,8 +120,7 @@ async fn an_openai_agent_loop_is_one_trace_with_a_tool_span() {
     assert_agent_trace(&refs, "call_A1", 150.0);
 
     // The hierarchy the API serves, from the real store.
-    let url = llmtap::store::StoreUrl::parse(&format!("sqlite://{}", h.db.display())).unwrap();
-    let store = llmtap::store::Store::open(&url).await.unwrap();
+    let store = h.store().await;
     let trace = store
         .trace(spans[0]["trace_id"].as_str().unwrap())
         .await

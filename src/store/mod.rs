@@ -1,12 +1,17 @@
 //! Store: where finished spans are written. One small seam (`Store`) over
-//! the backends; today SQLite (embedded file, WAL), with PostgreSQL to come
-//! behind the same methods and the same logical schema.
+//! the backends: SQLite (embedded file, WAL; `sqlite.rs`) and PostgreSQL
+//! (shared by replicas; `postgres.rs`), with the same methods, the same
+//! logical schema (`migrations/`, `migrations/postgres/`) and the same
+//! answers. Writes are backend-specific; every read (`query.rs`, the stats
+//! of `rollup.rs`) is written once over the dialect seam (`sql.rs`).
 //!
 //! The store is only ever called by the batcher and the admin API, never by
 //! the request path.
 
+mod postgres;
 mod query;
 mod rollup;
+mod sql;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -31,26 +36,60 @@ pub enum StoreError {
 }
 
 /// A parsed `database_url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
+    /// A `postgres://` / `postgresql://` URL (it may hold a password: see
+    /// the `Debug` impl, which never shows it).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => f.debug_tuple("Sqlite").field(p).finish(),
+            StoreUrl::Postgres(u) => f.debug_tuple("Postgres").field(&redact(u)).finish(),
+        }
+    }
+}
+
+/// A database URL with any password replaced by `***`, for logs and
+/// errors.
+pub fn redact(url: &str) -> String {
+    // `password=` in the query string.
+    let mut out = match url.find("password=") {
+        Some(i) => {
+            let end = url[i..].find('&').map_or(url.len(), |e| i + e);
+            format!("{}password=***{}", &url[..i], &url[end..])
+        }
+        None => url.to_string(),
+    };
+    // `user:password@` in the authority.
+    if let Some((scheme, rest)) = out.split_once("://") {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                out = format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
+            }
+        }
+    }
+    out
 }
 
 /// Errors parsing `database_url`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreUrlError {
-    #[error("{0:?}: PostgreSQL support is not built yet; use sqlite://PATH")]
-    PostgresNotYet(String),
-    #[error("{0:?}: expected sqlite://PATH or a file path")]
+    #[error("{0:?}: expected sqlite://PATH, a file path or postgres://USER@HOST:PORT/DATABASE")]
     Unknown(String),
 }
 
 impl StoreUrl {
-    /// `sqlite://PATH`, `sqlite:PATH` or a bare path.
+    /// `sqlite://PATH`, `sqlite:PATH`, a bare path, or a `postgres://` /
+    /// `postgresql://` URL (checked when connecting).
     pub fn parse(url: &str) -> Result<StoreUrl, StoreUrlError> {
         let url = url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(StoreUrlError::PostgresNotYet(url.to_string()));
+            return Ok(StoreUrl::Postgres(url.to_string()));
         }
         let path = url
             .strip_prefix("sqlite://")
@@ -67,14 +106,36 @@ impl StoreUrl {
 /// The span store. Cloning is cheap (a pool handle).
 #[derive(Clone)]
 pub enum Store {
-    Sqlite(sqlite::SqliteStore),
+    /// Boxed: the SQLite store holds its connect options inline.
+    Sqlite(Box<sqlite::SqliteStore>),
+    Postgres(postgres::PgStore),
 }
 
 impl Store {
-    /// Opens (creating when missing) and migrates.
+    /// Opens (creating a SQLite file when missing; a PostgreSQL database
+    /// must exist) and migrates.
     pub async fn open(url: &StoreUrl) -> Result<Store, StoreError> {
         match url {
-            StoreUrl::Sqlite(path) => Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?)),
+            StoreUrl::Sqlite(path) => Ok(Store::Sqlite(Box::new(
+                sqlite::SqliteStore::open(path).await?,
+            ))),
+            StoreUrl::Postgres(url) => Ok(Store::Postgres(postgres::PgStore::open(url).await?)),
+        }
+    }
+
+    /// Which backend, for logs: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The pool behind the dialect seam, for the shared read side.
+    fn db(&self) -> sql::Db<'_> {
+        match self {
+            Store::Sqlite(s) => sql::Db::Sqlite(s.pool()),
+            Store::Postgres(s) => sql::Db::Postgres(s.pool()),
         }
     }
 
@@ -83,27 +144,42 @@ impl Store {
     pub async fn write_spans(&self, spans: &[Span], max_rows: usize) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.write_spans(spans, max_rows).await,
+            Store::Postgres(s) => s.write_spans(spans, max_rows).await,
         }
     }
 
     /// Every span of a trace, by start time.
     pub async fn trace(&self, trace_id: &str) -> Result<Vec<Span>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.trace(trace_id).await,
-        }
+        query::trace(self.db(), trace_id).await
     }
 
     /// One page of the trace list (newest first).
     pub async fn traces(&self, q: &TraceQuery) -> Result<TracePage, StoreError> {
-        match self {
-            Store::Sqlite(s) => query::traces(s.pool(), q).await,
-        }
+        query::traces(self.db(), q).await
     }
 
     /// One span, with its bodies.
     pub async fn span(&self, span_id: &str) -> Result<Option<Span>, StoreError> {
-        match self {
-            Store::Sqlite(s) => query::span(s.pool(), span_id).await,
+        query::span(self.db(), span_id).await
+    }
+
+    /// Every stored span with its bodies, oldest first by (start, span id):
+    /// export pages read to the end. For tests and tools over small stores.
+    pub async fn all_spans(&self) -> Result<Vec<Span>, StoreError> {
+        let mut out: Vec<Span> = Vec::new();
+        loop {
+            let after = out.last().map(|s| SpanKey {
+                start_time_us: s.start_time_us,
+                span_id: s.span_id.clone(),
+            });
+            let page = self
+                .spans_page(&SpanFilter::default(), after.as_ref(), 1000, true)
+                .await?;
+            let done = page.len() < 1000;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
         }
     }
 
@@ -116,22 +192,19 @@ impl Store {
         limit: usize,
         bodies: bool,
     ) -> Result<Vec<Span>, StoreError> {
-        match self {
-            Store::Sqlite(s) => query::spans_page(s.pool(), filter, after, limit, bodies).await,
-        }
+        query::spans_page(self.db(), filter, after, limit, bodies).await
     }
 
     /// Request, error, latency, token and cost figures from the rollups.
     pub async fn stats(&self, q: &StatsQuery) -> Result<Stats, StoreError> {
-        match self {
-            Store::Sqlite(s) => rollup::stats(s.pool(), q).await,
-        }
+        rollup::stats(self.db(), q).await
     }
 
     /// The install's salt for API key hashes: created once, then kept.
     pub async fn salt(&self) -> Result<String, StoreError> {
         match self {
             Store::Sqlite(s) => s.salt().await,
+            Store::Postgres(s) => s.salt().await,
         }
     }
 
@@ -139,17 +212,20 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(s) => s.ping().await,
         }
     }
 
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 }
 
-/// The logical schema, one entry per migration, applied in order.
+/// The logical schema (SQLite dialect; PostgreSQL's files are in
+/// `migrations/postgres/`), one entry per migration, applied in order.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_spans.sql")),
     (2, include_str!("migrations/0002_rollups.sql")),
@@ -211,8 +287,30 @@ mod tests {
             StoreUrl::parse("/tmp/x.db").unwrap(),
             StoreUrl::Sqlite("/tmp/x.db".into())
         );
-        assert!(StoreUrl::parse("postgres://x").is_err());
+        assert_eq!(
+            StoreUrl::parse(" postgres://u@h:5432/db ").unwrap(),
+            StoreUrl::Postgres("postgres://u@h:5432/db".into())
+        );
+        assert!(matches!(
+            StoreUrl::parse("postgresql://h/db").unwrap(),
+            StoreUrl::Postgres(_)
+        ));
         assert!(StoreUrl::parse("mysql://x").is_err());
         assert!(StoreUrl::parse("").is_err());
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact("postgres://llmtap:s3cret@db:5432/llmtap?sslmode=disable"),
+            "postgres://llmtap:***@db:5432/llmtap?sslmode=disable"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://h/db?user=u&password=pw&x=1"),
+            "postgres://h/db?user=u&password=***&x=1"
+        );
+        let url = StoreUrl::parse("postgres://u:pw@h/db").unwrap();
+        assert!(!format!("{url:?}").contains("pw"));
     }
 }

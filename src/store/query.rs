@@ -1,5 +1,5 @@
 //! Queries: the read side of the query API over the `spans` table
-//! (SQLite): traces listed one row per trace with span-level filters and
+//! (SQLite or PostgreSQL, through the dialect seam in `sql.rs`): traces listed one row per trace with span-level filters and
 //! keyset pagination, one span by id, and keyset pages of spans for export.
 //!
 //! Owns this SQL. A trace's start is its first span's (the "head": least
@@ -16,12 +16,11 @@
 //! SQL, and every statement has a LIMIT. Never called from the request
 //! path.
 
-use serde::Serialize;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
-
-use super::sqlite::row_to_span;
+use super::sql::{Db, DbRow, Dialect, Sql};
 use super::{StoreError, SPAN_COLUMNS};
 use crate::span::Span;
+use crate::span::SpanStatus;
+use serde::Serialize;
 
 /// Span-level filters, shared by the trace list and the export. Empty
 /// lists and `None` mean "any".
@@ -65,7 +64,7 @@ impl SpanFilter {
 
     /// Appends ` AND …` for every condition but the time range, on the
     /// spans table aliased `a`.
-    fn push_conditions(&self, qb: &mut QueryBuilder<Sqlite>, a: &str) {
+    fn push_conditions(&self, qb: &mut Sql, a: &str) {
         let lists = [
             ("status", &self.status),
             ("operation_type", &self.operation_type),
@@ -76,18 +75,15 @@ impl SpanFilter {
             if values.is_empty() {
                 continue;
             }
-            qb.push(format!(" AND {a}.{col} IN ("));
-            let mut list = qb.separated(", ");
-            for v in values {
-                list.push_bind(v.clone());
-            }
+            qb.push(&format!(" AND {a}.{col} IN ("));
+            qb.bind_list(values);
             qb.push(")");
         }
         if let Some(v) = self.min_duration_ms {
-            qb.push(format!(" AND {a}.duration_ms >= ")).push_bind(v);
+            qb.push(&format!(" AND {a}.duration_ms >= ")).bind(v);
         }
         if let Some(v) = self.max_duration_ms {
-            qb.push(format!(" AND {a}.duration_ms <= ")).push_bind(v);
+            qb.push(&format!(" AND {a}.duration_ms <= ")).bind(v);
         }
         let exact = [
             ("session_id", &self.session_id),
@@ -96,25 +92,38 @@ impl SpanFilter {
         ];
         for (col, value) in exact {
             if let Some(v) = value {
-                qb.push(format!(" AND {a}.{col} = ")).push_bind(v.clone());
+                qb.push(&format!(" AND {a}.{col} = ")).bind(v.as_str());
             }
         }
         for (key, value) in &self.properties {
-            // A malformed properties text would make json_extract fail the
-            // whole query: only valid JSON is looked into.
-            qb.push(format!(
-                " AND CASE WHEN json_valid({a}.properties) THEN json_extract({a}.properties, "
-            ))
-            .push_bind(json_path(key))
-            .push(") END = ")
-            .push_bind(value.clone());
+            // A malformed properties text would make the JSON functions
+            // fail the whole query: only valid JSON is looked into (on
+            // PostgreSQL, `llmtap_json_text` of migration 0001 answers NULL
+            // for it), and only string values match.
+            match qb.dialect {
+                Dialect::Sqlite => {
+                    qb.push(&format!(
+                        " AND CASE WHEN json_valid({a}.properties) THEN json_extract({a}.properties, "
+                    ))
+                    .bind(json_path(key))
+                    .push(") END = ")
+                    .bind(value.as_str());
+                }
+                Dialect::Postgres => {
+                    qb.push(&format!(" AND llmtap_json_text({a}.properties, "))
+                        .bind(key.as_str())
+                        .push(") = ")
+                        .bind(value.as_str());
+                }
+            }
         }
         if let Some(q) = &self.q {
             let pattern = format!("%{}%", like_escape(q));
-            qb.push(format!(" AND ({a}.response_id LIKE "))
-                .push_bind(pattern.clone())
-                .push(format!(" ESCAPE '\\' OR {a}.error_message LIKE "))
-                .push_bind(pattern)
+            let like = qb.dialect.ilike();
+            qb.push(&format!(" AND ({a}.response_id {like} "))
+                .bind(pattern.clone())
+                .push(&format!(" ESCAPE '\\' OR {a}.error_message {like} "))
+                .bind(pattern)
                 .push(" ESCAPE '\\')");
         }
     }
@@ -216,20 +225,25 @@ struct Head {
 /// Reading the heads of M matching traces by id costs about M probes;
 /// walking all heads until `limit` match costs about `limit` × T / M
 /// (T traces). The two meet near M = √(limit × T), so that (T estimated by
-/// the largest rowid, an O(1) read) is where the plans switch.
-pub(super) async fn traces(pool: &SqlitePool, q: &TraceQuery) -> Result<TracePage, StoreError> {
-    let rows: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM spans")
-        .fetch_one(pool)
-        .await?;
+/// the largest rowid on SQLite, the planner's row estimate on PostgreSQL:
+/// an O(1) read) is where the plans switch.
+pub(super) async fn traces(db: Db<'_>, q: &TraceQuery) -> Result<TracePage, StoreError> {
+    let rows: i64 = match db
+        .fetch_optional(db.sql(db.dialect().span_count_estimate()))
+        .await?
+    {
+        Some(r) => r.get(0)?,
+        None => 0,
+    };
     let few = ((q.limit.max(1) as f64 * rows.max(0) as f64).sqrt() as i64)
         .clamp(FEW_MATCHES.0, FEW_MATCHES.1);
-    traces_with(pool, q, few, WALK_BUDGET).await
+    traces_with(db, q, few, WALK_BUDGET).await
 }
 
 /// `traces`, with the spans-first plan used up to `few_matches` matching
 /// traces, and a first walk of at most `walk_budget` heads.
 async fn traces_with(
-    pool: &SqlitePool,
+    db: Db<'_>,
     q: &TraceQuery,
     few_matches: i64,
     walk_budget: i64,
@@ -237,7 +251,7 @@ async fn traces_with(
     let f = &q.filter;
     let limit = q.limit.max(1);
     let mut heads = if !f.has_span_conditions() {
-        read_heads(pool, q, Plan::Walk).await?
+        read_heads(db, q, Plan::Walk).await?
     } else {
         let indexed = !f.status.is_empty() || !f.model.is_empty() || f.conversation_id.is_some();
         // Without an index to find the matches, first try the newest heads:
@@ -245,15 +259,15 @@ async fn traces_with(
         let walked = if indexed {
             None
         } else {
-            let heads = read_heads(pool, q, Plan::WalkSome(walk_budget)).await?;
+            let heads = read_heads(db, q, Plan::WalkSome(walk_budget)).await?;
             (heads.len() > limit).then_some(heads)
         };
         match walked {
             Some(heads) => heads,
-            None => match matching_traces(pool, f, few_matches).await? {
+            None => match matching_traces(db, f, few_matches).await? {
                 Some(ids) if ids.is_empty() => Vec::new(),
-                Some(ids) => read_heads(pool, q, Plan::Ids(&ids)).await?,
-                None => read_heads(pool, q, Plan::WalkAll).await?,
+                Some(ids) => read_heads(db, q, Plan::Ids(&ids)).await?,
+                None => read_heads(db, q, Plan::WalkAll).await?,
             },
         }
     };
@@ -274,26 +288,29 @@ async fn traces_with(
         });
     }
 
-    // The totals of the chosen traces.
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT trace_id, COUNT(*), MAX(end_time), SUM(status = 'failed'), \
-         SUM(operation_type = 'llm_call'), SUM(operation_type = 'tool_call'), \
-         SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), MAX(tokens_estimated), \
-         SUM(cost_usd IS NULL AND operation_type IN ('llm_call', 'embedding') \
-             AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)), \
-         json_group_array(DISTINCT model) FILTER (WHERE model IS NOT NULL), \
+    // The totals of the chosen traces. Written for both dialects: sums of
+    // CASE rather than of booleans, and every integer sum cast to BIGINT
+    // (PostgreSQL sums BIGINTs into NUMERIC).
+    let mut qb = db.sql(format!(
+        "SELECT trace_id, COUNT(*), MAX(end_time), \
+         CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN operation_type = 'llm_call' THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN operation_type = 'tool_call' THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), SUM(cost_usd), \
+         CAST(MAX(CASE WHEN tokens_estimated THEN 1 ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN cost_usd IS NULL AND operation_type IN ('llm_call', 'embedding') \
+             AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL) THEN 1 ELSE 0 END) AS BIGINT), \
+         {}, \
          MAX(conversation_id), MAX(session_id), MAX(user_id) \
          FROM spans WHERE trace_id IN (",
-    );
-    let mut list = qb.separated(", ");
-    for h in &heads {
-        list.push_bind(h.trace_id.clone());
-    }
+        db.dialect().models_json()
+    ));
+    qb.bind_list(heads.iter().map(|h| &h.trace_id));
     qb.push(") GROUP BY trace_id");
-    let rows = qb.build().fetch_all(pool).await?;
+    let rows = db.fetch_all(qb).await?;
     let mut totals = std::collections::HashMap::new();
     for r in &rows {
-        let id: String = r.try_get(0)?;
+        let id: String = r.get(0)?;
         totals.insert(id, r);
     }
     let mut out = Vec::with_capacity(heads.len());
@@ -301,14 +318,16 @@ async fn traces_with(
         let Some(r) = totals.get(&h.trace_id) else {
             continue;
         };
-        let end: i64 = r.try_get(2)?;
-        let errors: i64 = r.try_get(3)?;
-        let input: i64 = r.try_get::<Option<i64>, _>(6)?.unwrap_or(0);
-        let output: i64 = r.try_get::<Option<i64>, _>(7)?.unwrap_or(0);
-        let models: Option<String> = r.try_get(11)?;
-        let models: Vec<String> = models
+        let end: i64 = r.get(2)?;
+        let errors: i64 = r.get(3)?;
+        let input: i64 = r.get::<Option<i64>, _>(6)?.unwrap_or(0);
+        let output: i64 = r.get::<Option<i64>, _>(7)?.unwrap_or(0);
+        let models: Option<String> = r.get(11)?;
+        // Sorted: the same answer whatever order the database aggregated in.
+        let mut models: Vec<String> = models
             .and_then(|m| serde_json::from_str(&m).ok())
             .unwrap_or_default();
+        models.sort();
         let status = if errors > 0 {
             "failed"
         } else if h.status == "cancelled" {
@@ -322,21 +341,21 @@ async fn traces_with(
             start_time_us: h.start_time,
             end_time_us: end,
             duration_ms: (end - h.start_time).max(0) as f64 / 1000.0,
-            span_count: r.try_get(1)?,
+            span_count: r.get(1)?,
             status: status.to_string(),
             error_count: errors,
-            llm_calls: r.try_get(4)?,
-            tool_calls: r.try_get(5)?,
+            llm_calls: r.get(4)?,
+            tool_calls: r.get(5)?,
             models,
             input_tokens: input,
             output_tokens: output,
             total_tokens: input + output,
-            tokens_estimated: r.try_get::<Option<i64>, _>(9)?.unwrap_or(0) != 0,
-            cost_usd: r.try_get(8)?,
-            cost_incomplete: r.try_get::<i64, _>(10)? > 0,
-            conversation_id: h.conversation_id.or(r.try_get(12)?),
-            session_id: h.session_id.or(r.try_get(13)?),
-            user_id: h.user_id.or(r.try_get(14)?),
+            tokens_estimated: r.get::<Option<i64>, _>(9)?.unwrap_or(0) != 0,
+            cost_usd: r.get(8)?,
+            cost_incomplete: r.get::<Option<i64>, _>(10)?.unwrap_or(0) > 0,
+            conversation_id: h.conversation_id.or(r.get(12)?),
+            session_id: h.session_id.or(r.get(13)?),
+            user_id: h.user_id.or(r.get(14)?),
             trace_id: h.trace_id,
         });
     }
@@ -364,30 +383,34 @@ enum Plan<'a> {
 /// index in order to get distinct values (a random read per span): the
 /// filter's own index, or one pass over the table, is used instead.
 async fn matching_traces(
-    pool: &SqlitePool,
+    db: Db<'_>,
     f: &SpanFilter,
     few: i64,
 ) -> Result<Option<Vec<String>>, StoreError> {
-    let mut qb: QueryBuilder<Sqlite> =
-        QueryBuilder::new("SELECT DISTINCT +s.trace_id FROM spans s WHERE 1 = 1");
+    let mut qb = db.sql(format!(
+        "SELECT DISTINCT {} FROM spans s WHERE 1 = 1",
+        db.dialect().unindexed_trace_id("s")
+    ));
     // Every span of a trace starts at or after the trace's start.
     if let Some(from) = f.from_us {
-        qb.push(" AND s.start_time >= ").push_bind(from);
+        qb.push(" AND s.start_time >= ").bind(from);
     }
     f.push_conditions(&mut qb, "s");
-    qb.push(" LIMIT ").push_bind(few.saturating_add(1));
-    let ids: Vec<String> = qb.build_query_scalar().fetch_all(pool).await?;
+    qb.push(" LIMIT ").bind(few.saturating_add(1));
+    let ids: Vec<String> = db
+        .fetch_all(qb)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect::<Result<_, _>>()?;
     Ok((ids.len() as i64 <= few).then_some(ids))
 }
 
 /// Up to `limit + 1` heads of matching traces, newest first.
-async fn read_heads(
-    pool: &SqlitePool,
-    q: &TraceQuery,
-    plan: Plan<'_>,
-) -> Result<Vec<Head>, StoreError> {
+async fn read_heads(db: Db<'_>, q: &TraceQuery, plan: Plan<'_>) -> Result<Vec<Head>, StoreError> {
     let f = &q.filter;
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+    let by_trace = db.dialect().by_trace_index();
+    let mut qb = db.sql(
         "SELECT h.trace_id, h.span_id, h.start_time, h.name, h.status, h.conversation_id, \
          h.session_id, h.user_id FROM ",
     );
@@ -397,10 +420,7 @@ async fn read_heads(
     match plan {
         Plan::Ids(ids) => {
             qb.push("spans h WHERE h.trace_id IN (");
-            let mut list = qb.separated(", ");
-            for id in ids {
-                list.push_bind(id.clone());
-            }
+            qb.bind_list(ids);
             qb.push(")");
         }
         _ => {
@@ -408,53 +428,55 @@ async fn read_heads(
         }
     }
     if let Some(from) = f.from_us {
-        qb.push(" AND h.start_time >= ").push_bind(from);
+        qb.push(" AND h.start_time >= ").bind(from);
     }
     if let Some(to) = f.to_us {
-        qb.push(" AND h.start_time < ").push_bind(to);
+        qb.push(" AND h.start_time < ").bind(to);
     }
     if let Some(k) = &q.after {
         // The first bound lets the start_time index serve the range.
         qb.push(" AND h.start_time <= ")
-            .push_bind(k.start_time_us)
+            .bind(k.start_time_us)
             .push(" AND (h.start_time < ")
-            .push_bind(k.start_time_us)
+            .bind(k.start_time_us)
             .push(" OR h.trace_id < ")
-            .push_bind(k.trace_id.clone())
+            .bind(k.trace_id.as_str())
             .push(")");
     }
     // The trace's head: no span of the trace comes before it. The probes
     // name the (trace_id, start_time) index: with a filter on an indexed
     // column the planner could otherwise scan that column's index per head.
-    qb.push(
-        " AND NOT EXISTS (SELECT 1 FROM spans p INDEXED BY spans_trace WHERE p.trace_id = h.trace_id \
+    qb.push(&format!(
+        " AND NOT EXISTS (SELECT 1 FROM spans p{by_trace} WHERE p.trace_id = h.trace_id \
          AND (p.start_time < h.start_time OR (p.start_time = h.start_time AND p.span_id < h.span_id)))",
-    );
+    ));
     if let Plan::WalkSome(n) = plan {
         qb.push(" ORDER BY h.start_time DESC, h.trace_id DESC LIMIT ")
-            .push_bind(n)
+            .bind(n)
             .push(") h WHERE 1 = 1");
     }
     if matches!(plan, Plan::WalkAll | Plan::WalkSome(_)) {
-        qb.push(" AND EXISTS (SELECT 1 FROM spans s INDEXED BY spans_trace WHERE s.trace_id = h.trace_id");
+        qb.push(&format!(
+            " AND EXISTS (SELECT 1 FROM spans s{by_trace} WHERE s.trace_id = h.trace_id"
+        ));
         f.push_conditions(&mut qb, "s");
         qb.push(")");
     }
     qb.push(" ORDER BY h.start_time DESC, h.trace_id DESC LIMIT ")
-        .push_bind(i64::try_from(q.limit.max(1) + 1).unwrap_or(i64::MAX));
-    let rows = qb.build().fetch_all(pool).await?;
+        .bind(i64::try_from(q.limit.max(1) + 1).unwrap_or(i64::MAX));
+    let rows = db.fetch_all(qb).await?;
     Ok(rows
         .iter()
         .map(|r| {
             Ok(Head {
-                trace_id: r.try_get(0)?,
-                span_id: r.try_get(1)?,
-                start_time: r.try_get(2)?,
-                name: r.try_get(3)?,
-                status: r.try_get(4)?,
-                conversation_id: r.try_get(5)?,
-                session_id: r.try_get(6)?,
-                user_id: r.try_get(7)?,
+                trace_id: r.get(0)?,
+                span_id: r.get(1)?,
+                start_time: r.get(2)?,
+                name: r.get(3)?,
+                status: r.get(4)?,
+                conversation_id: r.get(5)?,
+                session_id: r.get(6)?,
+                user_id: r.get(7)?,
             })
         })
         .collect::<Result<Vec<Head>, sqlx::Error>>()?)
@@ -466,7 +488,7 @@ fn span_select(bodies: bool) -> String {
         .iter()
         .map(|c| {
             if !bodies && matches!(*c, "request_body" | "response_body") {
-                format!("NULL AS {c}")
+                format!("CAST(NULL AS TEXT) AS {c}")
             } else {
                 format!("s.{c} AS {c}")
             }
@@ -476,16 +498,79 @@ fn span_select(bodies: bool) -> String {
 }
 
 /// One span, with its bodies.
-pub(super) async fn span(pool: &SqlitePool, span_id: &str) -> Result<Option<Span>, StoreError> {
-    let sql = format!(
-        "SELECT {} FROM spans s WHERE s.span_id = ?",
+pub(super) async fn span(db: Db<'_>, span_id: &str) -> Result<Option<Span>, StoreError> {
+    let mut qb = db.sql(format!(
+        "SELECT {} FROM spans s WHERE s.span_id = ",
         span_select(true)
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(span_id)
-        .fetch_optional(pool)
-        .await?;
+    ));
+    qb.bind(span_id);
+    let row = db.fetch_optional(qb).await?;
     Ok(row.as_ref().map(row_to_span).transpose()?)
+}
+
+/// Every span of a trace, by start time.
+pub(super) async fn trace(db: Db<'_>, trace_id: &str) -> Result<Vec<Span>, StoreError> {
+    let mut qb = db.sql(format!(
+        "SELECT {} FROM spans s WHERE s.trace_id = ",
+        span_select(true)
+    ));
+    qb.bind(trace_id)
+        .push(" ORDER BY s.start_time, s.span_id LIMIT ")
+        .bind(MAX_TRACE_SPANS);
+    let rows = db.fetch_all(qb).await?;
+    Ok(rows
+        .iter()
+        .map(row_to_span)
+        .collect::<Result<Vec<Span>, sqlx::Error>>()?)
+}
+
+/// Most spans read for one trace.
+const MAX_TRACE_SPANS: i64 = 100_000;
+
+/// A stored row back into a `Span` (the same on both backends: integers
+/// are BIGINT, reals DOUBLE PRECISION, flags BOOLEAN).
+pub(super) fn row_to_span(r: &DbRow) -> Result<Span, sqlx::Error> {
+    let status: String = r.get("status")?;
+    Ok(Span {
+        trace_id: r.get("trace_id")?,
+        span_id: r.get("span_id")?,
+        parent_span_id: r.get("parent_span_id")?,
+        name: r.get("name")?,
+        operation_type: r.get("operation_type")?,
+        provider: r.get("provider")?,
+        route: r.get("route")?,
+        method: r.get("method")?,
+        path: r.get("path")?,
+        model: r.get("model")?,
+        response_model: r.get("response_model")?,
+        stream: r.get("stream")?,
+        http_status: r
+            .get::<Option<i64>, _>("http_status")?
+            .and_then(|v| u16::try_from(v).ok()),
+        status: SpanStatus::parse(&status).unwrap_or(SpanStatus::Failed),
+        error_type: r.get("error_type")?,
+        error_message: r.get("error_message")?,
+        start_time_us: r.get("start_time")?,
+        end_time_us: r.get("end_time")?,
+        duration_ms: r.get("duration_ms")?,
+        ttft_ms: r.get("ttft_ms")?,
+        input_tokens: r.get("input_tokens")?,
+        output_tokens: r.get("output_tokens")?,
+        cached_input_tokens: r.get("cached_input_tokens")?,
+        cache_write_tokens: r.get("cache_write_tokens")?,
+        reasoning_tokens: r.get("reasoning_tokens")?,
+        tokens_estimated: r.get("tokens_estimated")?,
+        cost_usd: r.get("cost_usd")?,
+        finish_reason: r.get("finish_reason")?,
+        response_id: r.get("response_id")?,
+        conversation_id: r.get("conversation_id")?,
+        session_id: r.get("session_id")?,
+        user_id: r.get("user_id")?,
+        api_key_hash: r.get("api_key_hash")?,
+        properties: r.get("properties")?,
+        request_body: r.get("request_body")?,
+        response_body: r.get("response_body")?,
+    })
 }
 
 /// A position in the export: oldest first by (start, span id).
@@ -497,35 +582,35 @@ pub struct SpanKey {
 
 /// Up to `limit` matching spans after `after`, oldest first.
 pub(super) async fn spans_page(
-    pool: &SqlitePool,
+    db: Db<'_>,
     f: &SpanFilter,
     after: Option<&SpanKey>,
     limit: usize,
     bodies: bool,
 ) -> Result<Vec<Span>, StoreError> {
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+    let mut qb = db.sql(format!(
         "SELECT {} FROM spans s WHERE 1 = 1",
         span_select(bodies)
     ));
     if let Some(from) = f.from_us {
-        qb.push(" AND s.start_time >= ").push_bind(from);
+        qb.push(" AND s.start_time >= ").bind(from);
     }
     if let Some(to) = f.to_us {
-        qb.push(" AND s.start_time < ").push_bind(to);
+        qb.push(" AND s.start_time < ").bind(to);
     }
     if let Some(k) = after {
         qb.push(" AND s.start_time >= ")
-            .push_bind(k.start_time_us)
+            .bind(k.start_time_us)
             .push(" AND (s.start_time > ")
-            .push_bind(k.start_time_us)
+            .bind(k.start_time_us)
             .push(" OR s.span_id > ")
-            .push_bind(k.span_id.clone())
+            .bind(k.span_id.as_str())
             .push(")");
     }
     f.push_conditions(&mut qb, "s");
     qb.push(" ORDER BY s.start_time, s.span_id LIMIT ")
-        .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-    let rows = qb.build().fetch_all(pool).await?;
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+    let rows = db.fetch_all(qb).await?;
     Ok(rows
         .iter()
         .map(row_to_span)
@@ -567,6 +652,7 @@ mod tests {
             }
         }
         store.write_spans(&spans, 200).await.unwrap();
+        let db = super::super::sql::Db::Sqlite(store.pool());
         let filters = [
             SpanFilter::default(),
             SpanFilter {
@@ -599,7 +685,7 @@ mod tests {
                     limit: 7,
                     after: after.clone(),
                 };
-                let a = traces_with(store.pool(), &q, 0, 0).await.unwrap();
+                let a = traces_with(db, &q, 0, 0).await.unwrap();
                 let ids = |p: &TracePage| {
                     p.traces
                         .iter()
@@ -607,7 +693,7 @@ mod tests {
                         .collect::<Vec<_>>()
                 };
                 for (few, walk) in [(i64::MAX - 1, 0), (0, 3), (i64::MAX - 1, 1_000_000)] {
-                    let b = traces_with(store.pool(), &q, few, walk).await.unwrap();
+                    let b = traces_with(db, &q, few, walk).await.unwrap();
                     assert_eq!(ids(&a), ids(&b), "{f:?} {few} {walk}");
                     assert_eq!(a.next, b.next);
                 }
@@ -663,10 +749,16 @@ mod tests {
         };
         assert!(f.has_span_conditions());
         assert!(!SpanFilter::default().has_span_conditions());
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT 1 FROM spans s WHERE 1 = 1");
-        f.push_conditions(&mut qb, "s");
-        let sql = qb.into_string();
-        assert!(!sql.contains("DROP") && !sql.contains("50%") && !sql.contains("team"));
-        assert_eq!(sql.matches('?').count(), 9, "{sql}");
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            let mut qb = Sql::new(dialect, "SELECT 1 FROM spans s WHERE 1 = 1");
+            f.push_conditions(&mut qb, "s");
+            let sql = qb.text();
+            assert!(!sql.contains("DROP") && !sql.contains("50%") && !sql.contains("team"));
+            let placeholders = match dialect {
+                Dialect::Sqlite => sql.matches('?').count(),
+                Dialect::Postgres => sql.matches('$').count(),
+            };
+            assert_eq!(placeholders, 9, "{sql}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Rollups: per-minute and per-hour aggregates of the spans (SQLite), kept
+//! Rollups: per-minute and per-hour aggregates of the spans, kept
 //! up to date in the transaction that writes the spans, and the stats
 //! queries `GET /api/stats` answers from them.
 //!
@@ -16,6 +16,13 @@
 //! giving new rows rowids above every existing one, which holds as long as
 //! the newest rows are never deleted.
 //!
+//! On PostgreSQL, where replicas commit concurrently and sequence values
+//! would not give a safe mark, [`apply_pg`] counts exactly the rows the
+//! transaction's own `INSERT … ON CONFLICT DO NOTHING RETURNING` stored, and
+//! merges them with additive upserts (`rollup_state` does not exist there).
+//! Both backends answer `/api/stats` through [`stats`], written once for
+//! the two dialects (`sql.rs`).
+//!
 //! Never called from the request path; never formats a value into SQL.
 
 use std::collections::HashMap;
@@ -24,7 +31,9 @@ use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
+use super::sql::{Arg, Db, DbRow, Dialect, Sql};
 use super::StoreError;
+use crate::span::Span;
 
 /// Histogram bins: 0 is [0, 1 ms), bin i in 1..63 is
 /// [2^((i-1)/3), 2^(i/3)) ms, the last is everything from 2^(62/3) ms up.
@@ -177,6 +186,29 @@ impl Fact {
     }
 }
 
+impl Fact {
+    /// The facts of a span just written (PostgreSQL counts the spans its
+    /// INSERT … RETURNING reports as stored).
+    fn from_span(s: &Span) -> Fact {
+        Fact {
+            start_time: s.start_time_us,
+            operation_type: s.operation_type.clone(),
+            provider: s.provider.clone(),
+            model: s.model.clone(),
+            status: s.status.as_str().to_string(),
+            duration_ms: s.duration_ms,
+            ttft_ms: s.ttft_ms,
+            input_tokens: s.input_tokens,
+            output_tokens: s.output_tokens,
+            cached_input_tokens: s.cached_input_tokens,
+            cache_write_tokens: s.cache_write_tokens,
+            reasoning_tokens: s.reasoning_tokens,
+            tokens_estimated: s.tokens_estimated,
+            cost_usd: s.cost_usd,
+        }
+    }
+}
+
 impl Agg {
     fn add(&mut self, f: &Fact) {
         self.span_count += 1;
@@ -267,26 +299,40 @@ fn all_columns() -> String {
     cols.join(", ")
 }
 
-/// `SUM(span_count), …, MAX(duration_max), …, SUM(ttft_63)`: the metric
-/// columns aggregated over rows, in `Agg` order.
+/// Metric columns holding reals (the rest are BIGINT counts).
+const REAL_METRICS: &[&str] = &[
+    "duration_sum",
+    "duration_max",
+    "ttft_sum",
+    "ttft_max",
+    "cost_usd",
+];
+
+/// `CAST(SUM(span_count) AS BIGINT), …, MAX(duration_max), …`: the metric
+/// columns aggregated over rows, in `Agg` order. Integer sums are cast
+/// back to BIGINT (PostgreSQL sums BIGINTs into NUMERIC).
 fn aggregate_columns() -> String {
     let mut cols: Vec<String> = METRICS
         .iter()
-        .map(|(c, max)| format!("{}({c})", if *max { "MAX" } else { "SUM" }))
+        .map(|(c, max)| match (*max, REAL_METRICS.contains(c)) {
+            (true, _) => format!("MAX({c})"),
+            (false, true) => format!("SUM({c})"),
+            (false, false) => format!("CAST(SUM({c}) AS BIGINT)"),
+        })
         .collect();
-    cols.extend(hist_columns().map(|c| format!("SUM({c})")));
+    cols.extend(hist_columns().map(|c| format!("CAST(SUM({c}) AS BIGINT)")));
     cols.join(", ")
 }
 
 /// Reads an `Agg` from a row whose columns from `at` on are
 /// `aggregate_columns()`.
-fn agg_from_row(r: &SqliteRow, at: usize) -> Result<Agg, sqlx::Error> {
+fn agg_from_row(r: &DbRow, at: usize) -> Result<Agg, sqlx::Error> {
     let i = |k: usize| {
-        r.try_get::<Option<i64>, _>(at + k)
+        r.get::<Option<i64>, _>(at + k)
             .map(Option::unwrap_or_default)
     };
     let f = |k: usize| {
-        r.try_get::<Option<f64>, _>(at + k)
+        r.get::<Option<f64>, _>(at + k)
             .map(Option::unwrap_or_default)
     };
     let mut a = Agg {
@@ -356,29 +402,11 @@ pub(super) async fn apply(conn: &mut SqliteConnection, batch: usize) -> Result<u
         return Ok(0);
     };
     let last: i64 = last.try_get("rid")?;
-    let mut minutes: HashMap<Key, Agg> = HashMap::new();
-    for r in &rows {
-        let f = Fact::from_row(r)?;
-        let key = (
-            floor_to(f.start_time, MINUTE_US),
-            f.operation_type.clone(),
-            f.provider.clone(),
-            f.model.clone().unwrap_or_default(),
-            f.status.clone(),
-        );
-        minutes.entry(key).or_default().add(&f);
-    }
-    let mut hours: HashMap<Key, Agg> = HashMap::new();
-    for (k, a) in &minutes {
-        let key = (
-            floor_to(k.0, HOUR_US),
-            k.1.clone(),
-            k.2.clone(),
-            k.3.clone(),
-            k.4.clone(),
-        );
-        hours.entry(key).or_default().merge(a);
-    }
+    let facts = rows
+        .iter()
+        .map(Fact::from_row)
+        .collect::<Result<Vec<Fact>, sqlx::Error>>()?;
+    let (minutes, hours) = aggregate(facts.into_iter());
     upsert(conn, "rollup_minute", &minutes).await?;
     upsert(conn, "rollup_hour", &hours).await?;
     sqlx::query(
@@ -439,6 +467,115 @@ async fn upsert(
         });
         qb.push(format!(" ON CONFLICT ({KEY}) DO UPDATE SET {update}"));
         qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Minute and hour aggregates of `facts`.
+fn aggregate(facts: impl Iterator<Item = Fact>) -> (HashMap<Key, Agg>, HashMap<Key, Agg>) {
+    let mut minutes: HashMap<Key, Agg> = HashMap::new();
+    for f in facts {
+        let key = (
+            floor_to(f.start_time, MINUTE_US),
+            f.operation_type.clone(),
+            f.provider.clone(),
+            f.model.clone().unwrap_or_default(),
+            f.status.clone(),
+        );
+        minutes.entry(key).or_default().add(&f);
+    }
+    let mut hours: HashMap<Key, Agg> = HashMap::new();
+    for (k, a) in &minutes {
+        let key = (
+            floor_to(k.0, HOUR_US),
+            k.1.clone(),
+            k.2.clone(),
+            k.3.clone(),
+            k.4.clone(),
+        );
+        hours.entry(key).or_default().merge(a);
+    }
+    (minutes, hours)
+}
+
+/// PostgreSQL: adds the spans this transaction just stored (`stored`:
+/// exactly the rows its INSERT reported, so a span is counted once however
+/// many replicas or retries send it) into the rollups, in the caller's
+/// transaction. The upserts merge additively (`+`, `GREATEST`), so replicas
+/// writing the same bucket at once stay exact, and take their row locks in
+/// key order (minutes, then hours, each sorted), so two of them cannot
+/// deadlock.
+pub(super) async fn apply_pg(
+    conn: &mut sqlx::PgConnection,
+    stored: &[&Span],
+) -> Result<(), sqlx::Error> {
+    if stored.is_empty() {
+        return Ok(());
+    }
+    let (minutes, hours) = aggregate(stored.iter().map(|s| Fact::from_span(s)));
+    upsert_pg(conn, "rollup_minute", minutes).await?;
+    upsert_pg(conn, "rollup_hour", hours).await
+}
+
+async fn upsert_pg(
+    conn: &mut sqlx::PgConnection,
+    table: &'static str,
+    aggs: HashMap<Key, Agg>,
+) -> Result<(), sqlx::Error> {
+    let mut entries: Vec<(Key, Agg)> = aggs.into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let update: Vec<String> = METRICS
+        .iter()
+        .map(|(c, max)| {
+            if *max {
+                format!("{c} = GREATEST(r.{c}, excluded.{c})")
+            } else {
+                format!("{c} = r.{c} + excluded.{c}")
+            }
+        })
+        .chain(hist_columns().map(|c| format!("{c} = r.{c} + excluded.{c}")))
+        .collect();
+    let update = update.join(", ");
+    for chunk in entries.chunks(ROWS_PER_UPSERT) {
+        let mut sql = Sql::new(
+            Dialect::Postgres,
+            format!("INSERT INTO {table} AS r ({}) VALUES ", all_columns()),
+        );
+        for (n, (k, a)) in chunk.iter().enumerate() {
+            sql.push(if n == 0 { "(" } else { ", (" });
+            let values: [Arg; 20] = [
+                k.0.into(),
+                k.1.as_str().into(),
+                k.2.as_str().into(),
+                k.3.as_str().into(),
+                k.4.as_str().into(),
+                a.span_count.into(),
+                a.duration_sum.into(),
+                a.duration_max.into(),
+                a.ttft_count.into(),
+                a.ttft_sum.into(),
+                a.ttft_max.into(),
+                a.input_tokens.into(),
+                a.output_tokens.into(),
+                a.cached_input_tokens.into(),
+                a.cache_write_tokens.into(),
+                a.reasoning_tokens.into(),
+                a.tokens_estimated.into(),
+                a.cost_usd.into(),
+                a.priced.into(),
+                a.unpriced.into(),
+            ];
+            let hist = a.lat.iter().chain(a.ttft.iter()).map(|v| Arg::Int(*v));
+            for (i, v) in values.into_iter().chain(hist).enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(v);
+            }
+            sql.push(")");
+        }
+        sql.push(&format!(" ON CONFLICT ({KEY}) DO UPDATE SET {update}"));
+        super::sql::execute_pg(conn, sql).await?;
     }
     Ok(())
 }
@@ -654,7 +791,7 @@ pub struct Stats {
 
 /// Answers a stats query from the rollups. The caller checks the bucket
 /// count against [`MAX_BUCKETS`].
-pub(super) async fn stats(pool: &SqlitePool, q: &StatsQuery) -> Result<Stats, StoreError> {
+pub(super) async fn stats(db: Db<'_>, q: &StatsQuery) -> Result<Stats, StoreError> {
     let (from, to, n) = q.aligned();
     // Totals: whole hours from the hour table, the ragged ends from the
     // minute table (when the bucket is finer than an hour).
@@ -670,23 +807,22 @@ pub(super) async fn stats(pool: &SqlitePool, q: &StatsQuery) -> Result<Stats, St
     let mut models: HashMap<String, (Agg, i64)> = HashMap::new();
     let mut statuses: HashMap<String, i64> = HashMap::new();
     let mut tool_calls = 0;
-    let sql_by_key = |table: &str| {
-        format!(
-            "SELECT model, status, operation_type = 'tool_call' AS tool, {} FROM {table} \
-             WHERE bucket >= ? AND bucket < ? GROUP BY model, status, tool",
-            aggregate_columns()
-        )
-    };
     for (table, lo, hi) in segments.into_iter().filter(|s| s.1 < s.2) {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql_by_key(table)))
-            .bind(lo)
+        let mut sql = db.sql(format!(
+            "SELECT model, status, \
+             CAST(CASE WHEN operation_type = 'tool_call' THEN 1 ELSE 0 END AS BIGINT) AS tool, {} \
+             FROM {table} WHERE bucket >= ",
+            aggregate_columns()
+        ));
+        sql.bind(lo)
+            .push(" AND bucket < ")
             .bind(hi)
-            .fetch_all(pool)
-            .await?;
+            .push(" GROUP BY model, status, tool");
+        let rows = db.fetch_all(sql).await?;
         for r in &rows {
-            let model: String = r.try_get(0)?;
-            let status: String = r.try_get(1)?;
-            let tool = r.try_get::<i64, _>(2)? != 0;
+            let model: String = r.get(0)?;
+            let status: String = r.get(1)?;
+            let tool = r.get::<i64, _>(2)? != 0;
             let agg = agg_from_row(r, 3)?;
             if tool {
                 tool_calls += agg.span_count;
@@ -737,31 +873,34 @@ pub(super) async fn stats(pool: &SqlitePool, q: &StatsQuery) -> Result<Stats, St
             ..Point::default()
         })
         .collect();
-    let sql = format!(
-        "SELECT (bucket - ?) / ? AS i, SUM(span_count), \
-         SUM(CASE WHEN status = 'failed' THEN span_count ELSE 0 END), \
-         SUM(input_tokens), SUM(output_tokens), SUM(cost_usd), SUM(priced) \
-         FROM {} WHERE bucket >= ? AND bucket < ? AND operation_type <> 'tool_call' GROUP BY i",
-        q.bucket.table()
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(from)
+    let mut sql = db.sql("SELECT (bucket - ");
+    sql.bind(from)
+        .push(") / ")
         .bind(size)
+        .push(&format!(
+            " AS i, CAST(SUM(span_count) AS BIGINT), \
+             CAST(SUM(CASE WHEN status = 'failed' THEN span_count ELSE 0 END) AS BIGINT), \
+             CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), SUM(cost_usd), \
+             CAST(SUM(priced) AS BIGINT) \
+             FROM {} WHERE bucket >= ",
+            q.bucket.table()
+        ))
         .bind(from)
+        .push(" AND bucket < ")
         .bind(to)
-        .fetch_all(pool)
-        .await?;
+        .push(" AND operation_type <> 'tool_call' GROUP BY i");
+    let rows = db.fetch_all(sql).await?;
     for r in &rows {
-        let i: i64 = r.try_get(0)?;
+        let i: i64 = r.get(0)?;
         let Some(p) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) else {
             continue;
         };
-        p.requests = r.try_get(1)?;
-        p.errors = r.try_get(2)?;
-        p.input_tokens = r.try_get(3)?;
-        p.output_tokens = r.try_get(4)?;
-        let priced: i64 = r.try_get(6)?;
-        p.cost_usd = if priced > 0 { r.try_get(5)? } else { None };
+        p.requests = r.get(1)?;
+        p.errors = r.get(2)?;
+        p.input_tokens = r.get(3)?;
+        p.output_tokens = r.get(4)?;
+        let priced: i64 = r.get(6)?;
+        p.cost_usd = if priced > 0 { r.get(5)? } else { None };
     }
     Ok(Stats {
         from_us: from,
@@ -927,7 +1066,7 @@ mod tests {
             to_us: t0 + 3_600_000_000,
             bucket: Bucket::Minute,
         };
-        let st = stats(store.pool(), &q).await.unwrap();
+        let st = stats(Db::Sqlite(store.pool()), &q).await.unwrap();
         assert_eq!(st.totals.requests, 4);
         assert_eq!(st.tool_calls, 1);
         assert_eq!(st.totals.errors, 1);
@@ -963,14 +1102,14 @@ mod tests {
             bucket: Bucket::Hour,
             ..q
         };
-        let by_hour = stats(store.pool(), &q).await.unwrap();
+        let by_hour = stats(Db::Sqlite(store.pool()), &q).await.unwrap();
         assert_eq!(by_hour.totals.requests, 4);
         let q = StatsQuery {
             from_us: t0 - 7_200_000_000 + 60_000_000,
             to_us: t0 + 7_200_000_000 - 60_000_000,
             bucket: Bucket::FiveMinutes,
         };
-        let split = stats(store.pool(), &q).await.unwrap();
+        let split = stats(Db::Sqlite(store.pool()), &q).await.unwrap();
         assert_eq!(split.totals.input_tokens, 37);
         assert_eq!(split.totals.requests, 4);
         store.close().await;

@@ -10,7 +10,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::{StoreError, MIGRATIONS, SPAN_COLUMNS};
-use crate::span::{Span, SpanStatus};
+use crate::span::Span;
 
 /// See the module docs.
 #[derive(Clone)]
@@ -181,21 +181,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Every span of a trace, by start time.
-    pub async fn trace(&self, trace_id: &str) -> Result<Vec<Span>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM spans WHERE trace_id = ? ORDER BY start_time, span_id",
-            SPAN_COLUMNS.join(", ")
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(trace_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| row_to_span(r).map_err(StoreError::from))
-            .collect()
-    }
-
     pub async fn salt(&self) -> Result<String, StoreError> {
         let fresh = crate::span::new_trace_id();
         sqlx::query(
@@ -223,54 +208,10 @@ impl SqliteStore {
     }
 }
 
-/// A stored row back into a `Span`.
-pub(super) fn row_to_span(r: &sqlx::sqlite::SqliteRow) -> Result<Span, sqlx::Error> {
-    let status: String = r.try_get("status")?;
-    Ok(Span {
-        trace_id: r.try_get("trace_id")?,
-        span_id: r.try_get("span_id")?,
-        parent_span_id: r.try_get("parent_span_id")?,
-        name: r.try_get("name")?,
-        operation_type: r.try_get("operation_type")?,
-        provider: r.try_get("provider")?,
-        route: r.try_get("route")?,
-        method: r.try_get("method")?,
-        path: r.try_get("path")?,
-        model: r.try_get("model")?,
-        response_model: r.try_get("response_model")?,
-        stream: r.try_get("stream")?,
-        http_status: r
-            .try_get::<Option<i64>, _>("http_status")?
-            .and_then(|v| u16::try_from(v).ok()),
-        status: SpanStatus::parse(&status).unwrap_or(SpanStatus::Failed),
-        error_type: r.try_get("error_type")?,
-        error_message: r.try_get("error_message")?,
-        start_time_us: r.try_get("start_time")?,
-        end_time_us: r.try_get("end_time")?,
-        duration_ms: r.try_get("duration_ms")?,
-        ttft_ms: r.try_get("ttft_ms")?,
-        input_tokens: r.try_get("input_tokens")?,
-        output_tokens: r.try_get("output_tokens")?,
-        cached_input_tokens: r.try_get("cached_input_tokens")?,
-        cache_write_tokens: r.try_get("cache_write_tokens")?,
-        reasoning_tokens: r.try_get("reasoning_tokens")?,
-        tokens_estimated: r.try_get("tokens_estimated")?,
-        cost_usd: r.try_get("cost_usd")?,
-        finish_reason: r.try_get("finish_reason")?,
-        response_id: r.try_get("response_id")?,
-        conversation_id: r.try_get("conversation_id")?,
-        session_id: r.try_get("session_id")?,
-        user_id: r.try_get("user_id")?,
-        api_key_hash: r.try_get("api_key_hash")?,
-        properties: r.try_get("properties")?,
-        request_body: r.try_get("request_body")?,
-        response_body: r.try_get("response_body")?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::span::SpanStatus;
 
     #[tokio::test]
     async fn writes_reads_and_is_idempotent() {

@@ -1,11 +1,21 @@
-//! Test harness: llmtap (the real `run`, a real SQLite file) in front of the
+//! Test harness: llmtap (the real `run`, a real store) in front of the
 //! in-repo mock provider, both on ephemeral loopback ports, and a real HTTP
 //! client (hyper's).
+//!
+//! The store is a SQLite file in a temp dir, or, when
+//! `LLMTAP_TEST_DATABASE_URL` names a PostgreSQL server
+//! (`scripts/pg_test.sh` starts one), a fresh database on that server per
+//! harness. `read_spans(&h.db)` / `h.spans(n)` read either: the SQLite file
+//! directly, or PostgreSQL through the store's own read path
+//! (`Store::all_spans`), as the same JSON objects (flags as 0/1, as SQLite's
+//! `json_object` gives them).
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,7 +39,11 @@ pub struct Harness {
     pub mock: MockProvider,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The SQLite file (never created when running on PostgreSQL; it then
+    /// only names the harness's database for `read_spans`).
     pub db: PathBuf,
+    /// The `database_url` llmtap runs with (SQLite or PostgreSQL).
+    pub database_url: String,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), llmtap::RunError>>>,
@@ -74,8 +88,9 @@ impl Harness {
         let mock = MockProvider::start().await;
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("data/llmtap.db");
+        let database_url = test_database_url(&db).await;
         let mut config = Config {
-            database_url: format!("sqlite://{}", db.display()),
+            database_url: database_url.clone(),
             ..Config::default()
         };
         config.tracing.batch_interval_ms = 20;
@@ -104,10 +119,23 @@ impl Harness {
             addr,
             admin: admin_addr,
             db,
+            database_url,
             dir,
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Opens the harness's store (beside llmtap's own), for tests that
+    /// write or query it directly.
+    pub async fn store(&self) -> llmtap::store::Store {
+        let url = llmtap::store::StoreUrl::parse(&self.database_url).unwrap();
+        llmtap::store::Store::open(&url).await.unwrap()
+    }
+
+    /// Whether this harness runs on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -169,8 +197,119 @@ impl Drop for Harness {
     }
 }
 
-/// All spans in a database file, as JSON objects keyed by column.
-pub async fn read_spans(db: &std::path::Path) -> Vec<Value> {
+/// `LLMTAP_TEST_DATABASE_URL`: a PostgreSQL server to run the tests on
+/// (a URL to any existing database there, used to create fresh ones).
+pub fn pg_server() -> Option<String> {
+    std::env::var("LLMTAP_TEST_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// A fresh, empty database on the PostgreSQL server at `server`; returns
+/// its URL.
+pub async fn fresh_pg_database(server: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("llmtap_t_{}", &llmtap::span::new_trace_id()[..16]);
+    let mut conn = sqlx::PgConnection::connect(server).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    // Same server and user, the new database (query parameters kept).
+    let (base, query) = match server.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (server, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+/// PostgreSQL databases of the harnesses, by their `db` path.
+static PG_DATABASES: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+
+/// The `database_url` for a harness whose SQLite file would be `db`: that
+/// file, or a fresh PostgreSQL database registered under `db`.
+pub async fn test_database_url(db: &Path) -> String {
+    match pg_server() {
+        None => format!("sqlite://{}", db.display()),
+        Some(server) => {
+            let url = fresh_pg_database(&server).await;
+            PG_DATABASES
+                .lock()
+                .unwrap()
+                .get_or_insert_with(HashMap::new)
+                .insert(db.to_path_buf(), url.clone());
+            url
+        }
+    }
+}
+
+/// A span as the JSON object `read_spans` gives (SQLite's `json_object` of
+/// the row: flags as 0/1, `properties` as its text).
+pub fn span_json(s: &llmtap::span::Span) -> Value {
+    serde_json::json!({
+        "trace_id": s.trace_id,
+        "span_id": s.span_id,
+        "parent_span_id": s.parent_span_id,
+        "name": s.name,
+        "operation_type": s.operation_type,
+        "provider": s.provider,
+        "route": s.route,
+        "method": s.method,
+        "path": s.path,
+        "model": s.model,
+        "response_model": s.response_model,
+        "stream": i64::from(s.stream),
+        "http_status": s.http_status,
+        "status": s.status.as_str(),
+        "error_type": s.error_type,
+        "error_message": s.error_message,
+        "start_time": s.start_time_us,
+        "end_time": s.end_time_us,
+        "duration_ms": s.duration_ms,
+        "ttft_ms": s.ttft_ms,
+        "input_tokens": s.input_tokens,
+        "output_tokens": s.output_tokens,
+        "cached_input_tokens": s.cached_input_tokens,
+        "cache_write_tokens": s.cache_write_tokens,
+        "reasoning_tokens": s.reasoning_tokens,
+        "tokens_estimated": i64::from(s.tokens_estimated),
+        "cost_usd": s.cost_usd,
+        "finish_reason": s.finish_reason,
+        "response_id": s.response_id,
+        "conversation_id": s.conversation_id,
+        "session_id": s.session_id,
+        "user_id": s.user_id,
+        "api_key_hash": s.api_key_hash,
+        "properties": s.properties,
+        "request_body": s.request_body,
+        "response_body": s.response_body,
+    })
+}
+
+/// All spans of a harness's store (`db` is `Harness::db`), as JSON objects
+/// keyed by column, by start time.
+pub async fn read_spans(db: &Path) -> Vec<Value> {
+    let pg = PG_DATABASES
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|m| m.get(db).cloned());
+    if let Some(url) = pg {
+        // A store of its own per read, closed after: no connection outlives
+        // the test's runtime.
+        let store = llmtap::store::Store::open(&llmtap::store::StoreUrl::parse(&url).unwrap())
+            .await
+            .unwrap();
+        let spans = store.all_spans().await.unwrap();
+        store.close().await;
+        return spans.iter().map(span_json).collect();
+    }
     if !db.exists() {
         return Vec::new();
     }
