@@ -198,7 +198,8 @@ pub struct TracingConfig {
     /// grow instead of commits multiplying, which is what keeps the writer's
     /// CPU per span low.
     pub min_flush_gap_ms: u64,
-    /// Most rows in one INSERT statement.
+    /// Most rows in one INSERT statement on SQLite (PostgreSQL binds arrays
+    /// and writes up to 5,000 per statement).
     pub max_rows_per_statement: usize,
     /// Memory budget for spans waiting to be written; past it the oldest are
     /// dropped and counted.

@@ -139,12 +139,13 @@ impl Store {
         }
     }
 
-    /// Writes spans in one transaction, `max_rows` per INSERT. Idempotent:
+    /// Writes spans in one transaction, `max_rows` per INSERT on SQLite
+    /// (PostgreSQL binds arrays and takes larger statements). Idempotent:
     /// a span already stored (same span id) is skipped.
     pub async fn write_spans(&self, spans: &[Span], max_rows: usize) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.write_spans(spans, max_rows).await,
-            Store::Postgres(s) => s.write_spans(spans, max_rows).await,
+            Store::Postgres(s) => s.write_spans(spans).await,
         }
     }
 
