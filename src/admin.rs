@@ -19,6 +19,10 @@ use crate::error::json_response;
 use crate::sink::SpanSink;
 use crate::store::Store;
 
+/// How long `/readyz` waits for the store's round trip before it reports
+/// the store unreachable.
+const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the admin handlers can see.
 pub struct Admin {
     pub store: Option<Store>,
@@ -115,7 +119,13 @@ impl Admin {
         });
         let store_ok = !writes_failing
             && match &self.store {
-                Some(store) => store.ping().await.is_ok(),
+                // Bounded: a server that is down can hold a connection
+                // attempt for the pool's acquire timeout (10 s), and a
+                // readiness probe must answer well within its own.
+                Some(store) => matches!(
+                    tokio::time::timeout(READY_PING_TIMEOUT, store.ping()).await,
+                    Ok(Ok(()))
+                ),
                 None => true,
             };
         let (depth, bytes) = self.sink.as_ref().map(SpanSink::depth).unwrap_or((0, 0));

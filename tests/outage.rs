@@ -1,10 +1,13 @@
 //! Store outage: at a steady request load through the shipped binary, the
-//! SQLite store refuses writes for a while (another connection holds
-//! `BEGIN EXCLUSIVE`, which stops root as it stops anyone: the writer gets
-//! SQLITE_BUSY after its busy timeout), then comes back. Every request is
-//! served normally, `/readyz` reports the outage and the recovery, memory
-//! stays within the budget, and every span is written after recovery; with
-//! a tiny budget the oldest are dropped and counted exactly.
+//! store refuses writes for a while, then comes back. SQLite: another
+//! connection holds `BEGIN EXCLUSIVE` (which stops root as it stops anyone:
+//! the writer gets SQLITE_BUSY after its busy timeout). PostgreSQL: the
+//! server itself is stopped (`pg_ctl stop -m fast`: every connection cut,
+//! new ones refused) and started again, on a cluster of the test's own.
+//! Every request is served normally, `/readyz` reports the outage and the
+//! recovery, memory stays within the budget, and every span is written
+//! after recovery; with a tiny budget the oldest are dropped and counted
+//! exactly.
 //!
 //! Fast by default (an outage of 8 s); `LLMTAP_FAULTS_FULL=1` holds it
 //! for the issue's 60 s.
@@ -58,6 +61,63 @@ async fn unlock_store(mut conn: sqlx::SqliteConnection) {
     drop(conn);
 }
 
+/// The store under test and how it goes away.
+enum Outage {
+    /// A SQLite file, locked by a connection of the test's while out.
+    Sqlite {
+        db: std::path::PathBuf,
+        lock: Option<sqlx::SqliteConnection>,
+    },
+    /// A PostgreSQL cluster of the test's own, stopped while out.
+    Postgres {
+        cluster: procs::pg::PgCluster,
+        url: String,
+    },
+}
+
+impl Outage {
+    fn database_url(&self) -> String {
+        match self {
+            Outage::Sqlite { db, .. } => format!("sqlite://{}", db.display()),
+            Outage::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    async fn begin(&mut self) {
+        match self {
+            Outage::Sqlite { db, lock } => *lock = Some(lock_store(db).await),
+            Outage::Postgres { cluster, .. } => cluster.stop(),
+        }
+    }
+
+    async fn end(&mut self) {
+        match self {
+            Outage::Sqlite { lock, .. } => {
+                if let Some(conn) = lock.take() {
+                    unlock_store(conn).await;
+                }
+            }
+            Outage::Postgres { cluster, .. } => cluster.resume(),
+        }
+    }
+
+    async fn count(&self) -> i64 {
+        match self {
+            Outage::Sqlite { db, .. } => count_spans(db).await,
+            Outage::Postgres { url, .. } => {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                let n = sqlx::query_scalar("SELECT count(*) FROM spans")
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+                c.close().await.unwrap();
+                n
+            }
+        }
+    }
+}
+
 struct Load {
     sent: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -100,11 +160,46 @@ async fn readyz(c: &HttpClient, tap: &Llmtap) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_served_through_a_store_outage_and_every_span_is_written_after() {
-    let mock = mock::MockProvider::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("spans.db");
-    let cfg = config(&mock.url(), &db, "", "drain_timeout_ms = 5000");
-    let mut tap = Llmtap::start(dir.path(), &cfg, &[("RUST_LOG", "info")]);
+    let outage = Outage::Sqlite {
+        db: dir.path().join("spans.db"),
+        lock: None,
+    };
+    served_through_an_outage(dir.path(), outage, "write_failing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_served_while_postgres_is_down_and_every_span_is_written_after() {
+    let Some(bin) = procs::pg::pg_bin() else {
+        // scripts/test.sh's PostgreSQL pass installs it: there, its absence
+        // is a failure; a plain `cargo test` without PostgreSQL skips.
+        assert!(
+            std::env::var("LLMTAP_TEST_DATABASE_URL").is_err(),
+            "PostgreSQL binaries not found under /usr/lib/postgresql"
+        );
+        eprintln!("skipped: no PostgreSQL installed (scripts/pg_test.sh installs it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = procs::pg::PgCluster::start(&bin);
+    let url = cluster.create_database("llmtap_outage").await;
+    let outage = Outage::Postgres { cluster, url };
+    // A stopped server refuses connections: the ping fails as well as the
+    // writes; either is how /readyz reports it.
+    served_through_an_outage(dir.path(), outage, "").await;
+}
+
+/// The outage test on either store. `expect_store` is the `store` field
+/// `/readyz` must give during the outage (any failure when empty).
+async fn served_through_an_outage(dir: &std::path::Path, mut store: Outage, expect_store: &str) {
+    let mock = mock::MockProvider::start().await;
+    let cfg = config_for(
+        &mock.url(),
+        &store.database_url(),
+        "",
+        "drain_timeout_ms = 5000",
+    );
+    let mut tap = Llmtap::start(dir, &cfg, &[("RUST_LOG", "info")]);
     let c = client();
     let body = chat(10);
     let want = post_json(
@@ -127,7 +222,7 @@ async fn requests_are_served_through_a_store_outage_and_every_span_is_written_af
     let before = load.sent.load(Ordering::SeqCst);
 
     // The outage.
-    let lock = lock_store(&db).await;
+    store.begin().await;
     let started = Instant::now();
     let mut saw_not_ready = None;
     let mut max_queue_bytes = 0u64;
@@ -136,12 +231,16 @@ async fn requests_are_served_through_a_store_outage_and_every_span_is_written_af
         max_queue_bytes = max_queue_bytes.max(body["queue_bytes"].as_u64().unwrap());
         if status == 503 && saw_not_ready.is_none() {
             saw_not_ready = Some(started.elapsed());
-            assert_eq!(body["store"], "write_failing", "{body}");
+            if expect_store.is_empty() {
+                assert_ne!(body["store"], "ok", "{body}");
+            } else {
+                assert_eq!(body["store"], expect_store, "{body}");
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let during = load.sent.load(Ordering::SeqCst) - before;
-    unlock_store(lock).await;
+    store.end().await;
     let not_ready_after = saw_not_ready.expect("/readyz stayed ready through the outage");
 
     // Recovery: ready again (bounded: backoff is at most 5 s).
@@ -165,20 +264,21 @@ async fn requests_are_served_through_a_store_outage_and_every_span_is_written_af
 
     // Every span written, none dropped.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count_spans(&db).await < sent as i64 {
+    while store.count().await < sent as i64 {
         assert!(Instant::now() < deadline, "spans missing after recovery");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count_spans(&db).await, sent as i64);
+    assert_eq!(store.count().await, sent as i64);
     let m =
         String::from_utf8_lossy(&get(&c, &tap.admin_url("/metrics"), &[]).await.body).into_owned();
     assert_eq!(metric(&m, "llmtap_spans_dropped_total"), 0.0);
     assert!(metric(&m, "llmtap_store_errors_total") >= 1.0);
     assert!(max_queue_bytes <= 64 * 1024 * 1024);
     eprintln!(
-        "outage {:?}: {sent} requests ({during} during the outage), not ready after {not_ready_after:?}, \
+        "{} outage {:?}: {sent} requests ({during} during the outage), not ready after {not_ready_after:?}, \
          queue peak {max_queue_bytes} B, {sent} spans written",
+        store.database_url().split(':').next().unwrap_or_default(),
         outage()
     );
     tap.signal("TERM");

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -143,10 +145,25 @@ impl Drop for Llmtap {
 /// A config with the mock as every route's upstream. `tracing_extra` is
 /// appended to `[tracing]`.
 pub fn config(mock_url: &str, db: &Path, tracing_extra: &str, shutdown: &str) -> String {
+    config_for(
+        mock_url,
+        &format!("sqlite://{}", db.display()),
+        tracing_extra,
+        shutdown,
+    )
+}
+
+/// [`config`] with any `database_url` (PostgreSQL, say).
+pub fn config_for(
+    mock_url: &str,
+    database_url: &str,
+    tracing_extra: &str,
+    shutdown: &str,
+) -> String {
     format!(
         r#"listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:ADMIN_PORT"
-database_url = "sqlite://{db}"
+database_url = "{database_url}"
 
 [tracing]
 capture_bodies = true
@@ -182,8 +199,7 @@ upstream = "{mock_url}/v1beta/openai"
 format = "openai"
 strip_prefix = true
 provider = "gcp.gemini"
-"#,
-        db = db.display()
+"#
     )
 }
 
