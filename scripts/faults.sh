@@ -6,7 +6,8 @@
 #   tests/hostile.rs   hostile requests and responses (huge headers/bodies,
 #                      bad JSON, 100,000-deep JSON, slowloris, HTTP/2 floods,
 #                      garbage SSE, gzip/zstd bombs, endless lines), CORS, SSRF
-#   tests/outage.rs    the store locked under steady load, then back
+#   tests/outage.rs    the store locked (SQLite) or stopped (PostgreSQL) under
+#                      steady load, then back
 #   tests/shutdown.rs  SIGTERM with open streams, SIGKILL and restart
 #   tests/secrets.rs   API keys everywhere; searched for in db, logs, API,
 #                      export, metrics
