@@ -12,6 +12,11 @@ use tokio::sync::Mutex;
 use super::{StoreError, MIGRATIONS, SPAN_COLUMNS};
 use crate::span::Span;
 
+/// The writer connection's page cache, as SQLite's `cache_size` (negative:
+/// KiB). Measured with `scripts/store_bench.sh` and the bench's 1,000
+/// streams: see BENCHMARKS.md.
+const WRITER_CACHE_KIB: &str = "-16384";
+
 /// See the module docs.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -24,6 +29,7 @@ pub struct SqliteStore {
     /// index pages from the WAL (measured: the writer's throughput fell as
     /// the file grew). `None` after an error: the next batch reconnects.
     writer: Arc<Mutex<Option<SqliteConnection>>>,
+    /// The writer's connect options (its larger page cache included).
     options: SqliteConnectOptions,
 }
 
@@ -41,20 +47,26 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            // 64 MiB of page cache per connection (the default is 2 MiB):
-            // the spans' indexes take random inserts, and a miss costs a read.
-            .pragma("cache_size", "-65536")
             // Statement journals of multi-row inserts stay in memory.
             .pragma("temp_store", "memory");
+        // Page cache (negative = KiB; SQLite's default is 2 MiB). Readers
+        // (the query API, up to 4 connections) get the default: their
+        // queries walk indexes, and 4 large caches would be 4 times the
+        // memory. The writer gets WRITER_CACHE_KIB: its inserts land at
+        // the right edge of every index (time-ordered ids, see migration
+        // 0003), so it needs those edges and the rollup rows warm, not the
+        // whole file; its cache is counted in llmtap's RSS for good.
+        let reader_options = options.clone();
+        let writer_options = options.pragma("cache_size", WRITER_CACHE_KIB);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(reader_options)
             .await?;
         let store = SqliteStore {
             pool,
             writer: Arc::new(Mutex::new(None)),
-            options,
+            options: writer_options,
         };
         store.migrate().await?;
         // Spans stored before the rollups existed (or by an older llmtap).
