@@ -231,6 +231,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_spans.sql")),
     (2, include_str!("migrations/0002_rollups.sql")),
     (3, include_str!("migrations/0003_span_key.sql")),
+    (4, include_str!("migrations/0004_user_session.sql")),
 ];
 
 /// Every column of the span record, in `Span` field order (inserts use it;

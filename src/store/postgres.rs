@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_spans.sql")),
     (2, include_str!("migrations/postgres/0002_rollups.sql")),
     (3, include_str!("migrations/postgres/0003_span_key.sql")),
+    (4, include_str!("migrations/postgres/0004_user_session.sql")),
 ];
 
 /// Spans per `INSERT … UNNEST` statement. SQLite's `max_rows_per_statement`

@@ -253,7 +253,11 @@ async fn traces_with(
     let mut heads = if !f.has_span_conditions() {
         read_heads(db, q, Plan::Walk).await?
     } else {
-        let indexed = !f.status.is_empty() || !f.model.is_empty() || f.conversation_id.is_some();
+        let indexed = !f.status.is_empty()
+            || !f.model.is_empty()
+            || f.conversation_id.is_some()
+            || f.user_id.is_some()
+            || f.session_id.is_some();
         // Without an index to find the matches, first try the newest heads:
         // a common value fills the page quickly.
         let walked = if indexed {
