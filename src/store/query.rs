@@ -652,6 +652,13 @@ mod tests {
                     SpanStatus::Completed
                 };
                 s.duration_ms = (t % 50) as f64;
+                // Users and sessions on some traces only (partial indexes).
+                if t % 2 == 0 {
+                    s.user_id = Some(format!("u{}", t % 11));
+                }
+                if t % 3 == 0 {
+                    s.session_id = Some(format!("s{}", t % 13));
+                }
                 spans.push(s);
             }
         }
@@ -672,6 +679,15 @@ mod tests {
             SpanFilter {
                 operation_type: vec!["tool_call".into()],
                 min_duration_ms: Some(10.0),
+                ..SpanFilter::default()
+            },
+            SpanFilter {
+                user_id: Some("u4".into()),
+                ..SpanFilter::default()
+            },
+            SpanFilter {
+                session_id: Some("s6".into()),
+                user_id: Some("u6".into()),
                 ..SpanFilter::default()
             },
             // Unindexed and rare: past the first walk, found by one pass.
@@ -726,6 +742,12 @@ mod tests {
                         && (f.operation_type.is_empty()
                             || f.operation_type.contains(&s.operation_type))
                         && f.min_duration_ms.is_none_or(|v| s.duration_ms >= v)
+                        && f.user_id
+                            .as_ref()
+                            .is_none_or(|v| s.user_id.as_ref() == Some(v))
+                        && f.session_id
+                            .as_ref()
+                            .is_none_or(|v| s.session_id.as_ref() == Some(v))
                 })
                 .map(|s| s.trace_id.clone())
                 .collect();

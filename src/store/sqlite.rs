@@ -322,5 +322,15 @@ mod tests {
                 .await
                 .unwrap();
         assert!(plan.iter().any(|p| p.3.contains("spans_span")), "{plan:?}");
+        // The user and session filters' `=` finds their partial indexes.
+        for (col, index) in [("user_id", "spans_user"), ("session_id", "spans_session")] {
+            let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN QUERY PLAN SELECT trace_id FROM spans s WHERE s.{col} = 'x'"
+            )))
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+            assert!(plan.iter().any(|p| p.3.contains(index)), "{col}: {plan:?}");
+        }
     }
 }
