@@ -33,8 +33,49 @@ pub struct SqliteStore {
     options: SqliteConnectOptions,
 }
 
+/// Attempts at opening a file another process is opening at the same
+/// moment (see [`SqliteStore::open`]).
+const OPEN_ATTEMPTS: u32 = 10;
+
+/// Whether an error is SQLite's "busy" or "locked" (any extended code).
+fn is_busy(e: &StoreError) -> bool {
+    let db = match e {
+        StoreError::Db(sqlx::Error::Database(db)) => db,
+        StoreError::Migration {
+            source: sqlx::Error::Database(db),
+            ..
+        } => db,
+        _ => return false,
+    };
+    // The primary result code is the low byte of the extended one.
+    db.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
 impl SqliteStore {
+    /// Opens (creating when missing) and migrates. Several processes may
+    /// open one new file at once: SQLite answers some of the steps of that
+    /// race (switching a new file to WAL, a read turned write) with "busy"
+    /// at once rather than through the busy timeout, so a busy open is
+    /// retried, a bounded number of times with a growing pause.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let mut pause = Duration::from_millis(20);
+        let mut attempt = 1;
+        loop {
+            match Self::open_once(path).await {
+                Err(e) if attempt < OPEN_ATTEMPTS && is_busy(&e) => {
+                    tracing::debug!(error = %e, attempt, "SQLite store busy at open; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
