@@ -305,19 +305,9 @@ impl SpanSink {
         self.queue.closed.load(Ordering::SeqCst)
     }
 
-    /// The oldest spans, at most `max` of them and at most `max_bytes` in
-    /// all (always at least one).
-    fn take(&self, max: usize, max_bytes: usize) -> Vec<(Span, Vec<String>)> {
+    fn take(&self, max: usize) -> Vec<(Span, Vec<String>)> {
         let mut inner = self.lock();
-        let mut n = 0;
-        let mut bytes = 0;
-        for e in inner.spans.iter().take(max) {
-            if n > 0 && bytes + e.size > max_bytes {
-                break;
-            }
-            bytes += e.size;
-            n += 1;
-        }
+        let n = inner.spans.len().min(max);
         let mut freed = 0;
         let out: Vec<(Span, Vec<String>)> = inner
             .spans
@@ -372,12 +362,6 @@ fn evict_over_budget(inner: &mut Inner, max_bytes: usize) -> u64 {
 
 /// Most spans written in one transaction.
 const MAX_SPANS_PER_TRANSACTION: usize = 5_000;
-/// Most bytes of spans (`Span::approx_bytes`) in one transaction. A batch
-/// exists two or three times over while it is redacted and bound; with
-/// captured bodies (a streamed reply's raw SSE is ~11 KB) 5,000 spans would
-/// be ~55 MB in flight. Under this cap the rest waits in the queue, counted
-/// against its budget.
-const MAX_BYTES_PER_TRANSACTION: usize = 4 << 20;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -427,7 +411,7 @@ pub async fn run_batcher(
                 tokio::time::sleep(wait).await;
             }
         }
-        let batch = sink.take(MAX_SPANS_PER_TRANSACTION, MAX_BYTES_PER_TRANSACTION);
+        let batch = sink.take(MAX_SPANS_PER_TRANSACTION);
         if batch.is_empty() {
             continue;
         }
@@ -506,23 +490,6 @@ async fn redact_batch(sink: &SpanSink, batch: Vec<(Span, Vec<String>)>) -> Vec<S
 mod tests {
     use super::*;
 
-    #[test]
-    fn take_stops_at_the_byte_cap_but_always_takes_one() {
-        let sink = SpanSink::new(10, 1 << 30);
-        for i in 0..5 {
-            let mut s = Span::start(i);
-            s.response_body = Some("x".repeat(10_000));
-            sink.send(s);
-        }
-        let one = sink.take(10, 1);
-        assert_eq!(one.len(), 1, "a span over the cap still goes alone");
-        let size = one[0].0.approx_bytes();
-        let two = sink.take(10, 2 * size + size / 2);
-        assert_eq!(two.len(), 2);
-        assert_eq!(sink.take(10, usize::MAX).len(), 2);
-        assert_eq!(sink.depth(), (0, 0));
-    }
-
     fn span(body: usize) -> Span {
         let mut s = Span::start(0);
         s.request_body = Some("x".repeat(body));
@@ -541,11 +508,7 @@ mod tests {
         }
         assert_eq!(sink.depth(), (3, one * 3));
         assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 2);
-        let kept: Vec<String> = sink
-            .take(10, usize::MAX)
-            .into_iter()
-            .map(|s| s.0.span_id)
-            .collect();
+        let kept: Vec<String> = sink.take(10).into_iter().map(|s| s.0.span_id).collect();
         assert_eq!(kept, ids[2..].to_vec());
         assert_eq!(sink.depth(), (0, 0));
     }
@@ -561,7 +524,7 @@ mod tests {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(sink.take(1, usize::MAX)[0].0.output_tokens, Some(42));
+        assert_eq!(sink.take(1)[0].0.output_tokens, Some(42));
         assert_eq!(sink.queue.deferred.load(Ordering::SeqCst), 0);
     }
 
@@ -615,16 +578,12 @@ mod tests {
         for s in a {
             sink.send(s);
         }
-        let taken = sink.take(2, usize::MAX).into_iter().map(|s| s.0).collect();
+        let taken = sink.take(2).into_iter().map(|s| s.0).collect();
         let newer = span(10);
         let newer_id = newer.span_id.clone();
         sink.send(newer);
         sink.requeue(taken);
-        let order: Vec<String> = sink
-            .take(10, usize::MAX)
-            .into_iter()
-            .map(|s| s.0.span_id)
-            .collect();
+        let order: Vec<String> = sink.take(10).into_iter().map(|s| s.0.span_id).collect();
         assert_eq!(
             order,
             vec![ids[0].clone(), ids[1].clone(), ids[2].clone(), newer_id]
