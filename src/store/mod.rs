@@ -202,19 +202,27 @@ impl Store {
     }
 
     /// The install's salt for API key hashes: created once, then kept.
+    /// (Both backends accept `ON CONFLICT … DO NOTHING`; replicas starting
+    /// at once all read the one salt the first insert kept.)
     pub async fn salt(&self) -> Result<String, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.salt().await,
-            Store::Postgres(s) => s.salt().await,
-        }
+        let db = self.db();
+        let mut insert = db.sql("INSERT INTO meta (key, value) VALUES ('api_key_salt', ");
+        insert
+            .bind(crate::span::new_trace_id())
+            .push(") ON CONFLICT (key) DO NOTHING");
+        db.execute(insert).await?;
+        let row = db
+            .fetch_optional(db.sql("SELECT value FROM meta WHERE key = 'api_key_salt'"))
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok(row.get(0)?)
     }
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.ping().await,
-            Store::Postgres(s) => s.ping().await,
-        }
+        let db = self.db();
+        db.execute(db.sql("SELECT 1")).await?;
+        Ok(())
     }
 
     pub async fn close(&self) {

@@ -191,25 +191,6 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn salt(&self) -> Result<String, StoreError> {
-        let fresh = crate::span::new_trace_id();
-        sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ('api_key_salt', $1) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(&fresh)
-        .execute(&self.pool)
-        .await?;
-        let row = sqlx::query("SELECT value FROM meta WHERE key = 'api_key_salt'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<String, _>("value")?)
-    }
-
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     pub async fn close(&self) {
         self.pool.close().await;
     }

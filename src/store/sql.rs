@@ -210,6 +210,15 @@ impl Db<'_> {
         })
     }
 
+    /// Runs a statement; the number of rows it changed.
+    pub(super) async fn execute(self, sql: Sql) -> Result<u64, sqlx::Error> {
+        debug_assert_eq!(sql.dialect, self.dialect());
+        Ok(match self {
+            Db::Sqlite(p) => bind_args!(sql).execute(p).await?.rows_affected(),
+            Db::Postgres(p) => bind_args!(sql).execute(p).await?.rows_affected(),
+        })
+    }
+
     pub(super) async fn fetch_optional(self, sql: Sql) -> Result<Option<DbRow>, sqlx::Error> {
         debug_assert_eq!(sql.dialect, self.dialect());
         Ok(match self {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::{StoreError, MIGRATIONS, SPAN_COLUMNS};
@@ -234,25 +234,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn salt(&self) -> Result<String, StoreError> {
-        let fresh = crate::span::new_trace_id();
-        sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ('api_key_salt', ?) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(&fresh)
-        .execute(&self.pool)
-        .await?;
-        let row = sqlx::query("SELECT value FROM meta WHERE key = 'api_key_salt'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<String, _>("value")?)
-    }
-
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     pub async fn close(&self) {
         if let Some(conn) = self.writer.lock().await.take() {
             let _ = conn.close().await;
@@ -296,11 +277,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+        let store = super::super::Store::Sqlite(Box::new(store));
         let salt = store.salt().await.unwrap();
         assert_eq!(salt.len(), 32);
+        store.ping().await.unwrap();
         store.close().await;
         // Reopening migrates nothing twice and keeps the salt.
-        let store = SqliteStore::open(&path).await.unwrap();
+        let store = super::super::Store::Sqlite(Box::new(SqliteStore::open(&path).await.unwrap()));
         assert_eq!(store.salt().await.unwrap(), salt);
     }
 
