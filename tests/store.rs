@@ -63,14 +63,23 @@ async fn replicas_starting_at_once_migrate_once_and_keep_rollups_exact() {
         tasks.spawn(async move {
             start.wait().await;
             let store = Store::open(&url).await.unwrap();
+            let mut prev: Vec<Span> = Vec::new();
             for b in 0..BATCHES {
                 let spans: Vec<Span> = (0..PER_BATCH).map(|i| span(r, b * PER_BATCH + i)).collect();
-                store.write_spans(&spans, 200).await.unwrap();
+                let batch = match b {
+                    // A batch holding one span twice: stored and counted once.
+                    5 => [spans.as_slice(), &spans[7..8]].concat(),
+                    // A batch half of whose spans an earlier batch stored.
+                    6 => [&prev[..50], spans.as_slice()].concat(),
+                    _ => spans.clone(),
+                };
+                store.write_spans(&batch, 200).await.unwrap();
                 // A retried batch (the batcher's retry after a lost commit
                 // acknowledgement) is stored and counted once.
                 if b == 3 {
                     store.write_spans(&spans, 200).await.unwrap();
                 }
+                prev = spans;
             }
             store.close().await;
         });
