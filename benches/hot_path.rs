@@ -211,7 +211,7 @@ fn bench_store(c: &mut Criterion) {
                 n += 200;
                 (0..200).map(|i| span(n + i)).collect::<Vec<_>>()
             },
-            |spans| rt.block_on(store.write_spans(&spans, 200)).unwrap(),
+            |spans| rt.block_on(store.write_spans(&spans)).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -332,7 +332,7 @@ async fn generate(a: &Args, store: &Store) {
         if batch.len() >= a.batch || written + batch.len() as u64 >= a.spans {
             let keep = (a.spans - written).min(batch.len() as u64) as usize;
             batch.truncate(keep);
-            store.write_spans(&batch, 500).await.expect("write_spans");
+            store.write_spans(&batch).await.expect("write_spans");
             written += batch.len() as u64;
             batch.clear();
             if last_report.elapsed() > Duration::from_secs(10) {

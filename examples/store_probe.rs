@@ -59,7 +59,6 @@ async fn sustained(store: Store, secs: f64) -> (u64, f64, u64, u64) {
         store,
         Duration::from_millis(t.batch_interval_ms),
         Duration::from_millis(t.min_flush_gap_ms),
-        t.max_rows_per_statement,
         Duration::from_millis(d.shutdown.flush_timeout_ms),
     ));
     // Keep the queue well under its budget: a producer that outran the
@@ -114,11 +113,11 @@ async fn main() {
     store.close().await;
 
     if matches!(parsed, StoreUrl::Sqlite(_)) {
-        for (label, rows, tx) in [
-            ("tx10", 200usize, 10usize),
-            ("tx100", 200, 100),
-            ("tx1000", 200, 1000),
-            ("tx5000", 200, 5000),
+        for (label, tx) in [
+            ("tx10", 10usize),
+            ("tx100", 100),
+            ("tx1000", 1000),
+            ("tx5000", 5000),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let url = StoreUrl::parse(&format!("sqlite://{}/p.db", dir.path().display())).unwrap();
@@ -127,7 +126,7 @@ async fn main() {
             let spans: Vec<Span> = (0..n).map(|i| span(i, true)).collect();
             let t = Instant::now();
             for chunk in spans.chunks(tx) {
-                store.write_spans(chunk, rows).await.unwrap();
+                store.write_spans(chunk).await.unwrap();
             }
             println!(
                 "{kind} {label}: {:.0} spans/s",

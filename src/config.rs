@@ -198,9 +198,11 @@ pub struct TracingConfig {
     /// grow instead of commits multiplying, which is what keeps the writer's
     /// CPU per span low.
     pub min_flush_gap_ms: u64,
-    /// Most rows in one INSERT statement on SQLite (PostgreSQL binds arrays
-    /// and writes up to 5,000 per statement).
-    pub max_rows_per_statement: usize,
+    /// No longer used, and ignored with a warning at start-up: SQLite now
+    /// inserts through one prepared single-row statement and PostgreSQL by
+    /// `COPY`, so there is no statement size to choose. Kept so that config
+    /// files written for earlier versions still load.
+    pub max_rows_per_statement: Option<usize>,
     /// Memory budget for spans waiting to be written; past it the oldest are
     /// dropped and counted.
     pub queue_max_bytes: usize,
@@ -403,7 +405,7 @@ impl Default for TracingConfig {
             batch_size: 10,
             batch_interval_ms: 1000,
             min_flush_gap_ms: 25,
-            max_rows_per_statement: 200,
+            max_rows_per_statement: None,
             queue_max_bytes: 64 * 1024 * 1024,
             debug: false,
             capture_bodies: true,
@@ -770,12 +772,6 @@ impl Config {
             return Err(ConfigError::invalid(
                 "tracing.batch_interval_ms",
                 "must be at least 1",
-            ));
-        }
-        if t.max_rows_per_statement == 0 || t.max_rows_per_statement > 500 {
-            return Err(ConfigError::invalid(
-                "tracing.max_rows_per_statement",
-                "must be between 1 and 500 (SQLite's bind-variable limit)",
             ));
         }
         if t.queue_max_bytes < 64 * 1024 {

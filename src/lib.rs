@@ -127,6 +127,12 @@ pub async fn run(
             // (hashes are stable until restart).
             span::new_trace_id()
         };
+        if config.tracing.max_rows_per_statement.is_some() {
+            tracing::warn!(
+                "tracing.max_rows_per_statement is no longer used and is ignored \
+                 (SQLite inserts one prepared row at a time, PostgreSQL uses COPY); remove it"
+            );
+        }
         let prices = pricing::PriceTable::load(config.pricing_file.as_deref())?;
         tracing::info!(
             models = prices.len(),
@@ -150,7 +156,6 @@ pub async fn run(
                 store,
                 Duration::from_millis(config.tracing.batch_interval_ms),
                 Duration::from_millis(config.tracing.min_flush_gap_ms),
-                config.tracing.max_rows_per_statement,
                 Duration::from_millis(config.shutdown.flush_timeout_ms),
             ))
         });

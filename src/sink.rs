@@ -377,7 +377,6 @@ pub async fn run_batcher(
     store: Store,
     interval: Duration,
     min_gap: Duration,
-    max_rows_per_statement: usize,
     exit_deadline: Duration,
 ) {
     let mut backoff = BACKOFF_START;
@@ -420,7 +419,7 @@ pub async fn run_batcher(
             continue;
         }
         last_commit = Some(Instant::now());
-        match store.write_spans(&batch, max_rows_per_statement).await {
+        match store.write_spans(&batch).await {
             Ok(()) => {
                 backoff = BACKOFF_START;
                 let stats = sink.stats();

@@ -705,7 +705,7 @@ async fn export_streams_json_and_ndjson() {
             s
         })
         .collect();
-    store.write_spans(&bulk, 200).await.unwrap();
+    store.write_spans(&bulk).await.unwrap();
     store.close().await;
     let total = spans.len() + bulk.len();
 

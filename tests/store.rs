@@ -73,11 +73,11 @@ async fn replicas_starting_at_once_migrate_once_and_keep_rollups_exact() {
                     6 => [&prev[..50], spans.as_slice()].concat(),
                     _ => spans.clone(),
                 };
-                store.write_spans(&batch, 200).await.unwrap();
+                store.write_spans(&batch).await.unwrap();
                 // A retried batch (the batcher's retry after a lost commit
                 // acknowledgement) is stored and counted once.
                 if b == 3 {
-                    store.write_spans(&spans, 200).await.unwrap();
+                    store.write_spans(&spans).await.unwrap();
                 }
                 prev = spans;
             }
@@ -287,7 +287,7 @@ async fn both_stores_give_the_same_answers() {
     let (url, _dir) = fresh_url().await;
     let other = Store::open(&StoreUrl::parse(&url).unwrap()).await.unwrap();
     for s in [&sqlite, &other] {
-        s.write_spans(&spans, 50).await.unwrap();
+        s.write_spans(&spans).await.unwrap();
     }
     // Every span round-trips unchanged.
     let mut want = spans.clone();

@@ -13,6 +13,7 @@ mod query;
 mod rollup;
 mod sql;
 mod sqlite;
+mod sqlite_insert;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,8 @@ pub enum StoreError {
     },
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
+    #[error(transparent)]
+    Sqlite(#[from] sqlite_insert::RawError),
 }
 
 /// A parsed `database_url`.
@@ -139,12 +142,11 @@ impl Store {
         }
     }
 
-    /// Writes spans in one transaction, `max_rows` per INSERT on SQLite
-    /// (PostgreSQL binds arrays and takes larger statements). Idempotent:
-    /// a span already stored (same span id) is skipped.
-    pub async fn write_spans(&self, spans: &[Span], max_rows: usize) -> Result<(), StoreError> {
+    /// Writes spans in one transaction. Idempotent: a span already stored
+    /// (same trace and span id) is skipped.
+    pub async fn write_spans(&self, spans: &[Span]) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.write_spans(spans, max_rows).await,
+            Store::Sqlite(s) => s.write_spans(spans).await,
             Store::Postgres(s) => s.write_spans(spans).await,
         }
     }

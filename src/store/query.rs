@@ -662,7 +662,7 @@ mod tests {
                 spans.push(s);
             }
         }
-        store.write_spans(&spans, 200).await.unwrap();
+        store.write_spans(&spans).await.unwrap();
         let db = super::super::sql::Db::Sqlite(store.pool());
         let filters = [
             SpanFilter::default(),

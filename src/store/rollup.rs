@@ -1034,9 +1034,9 @@ mod tests {
         tool.model = None;
         tool.cost_usd = None;
         spans.push(tool);
-        store.write_spans(&spans, 2).await.unwrap();
+        store.write_spans(&spans).await.unwrap();
         // Re-sent spans are skipped by the insert, and not counted again.
-        store.write_spans(&spans[..2], 2).await.unwrap();
+        store.write_spans(&spans[..2]).await.unwrap();
         // A span stored behind the writer's back (an older llmtap) is
         // picked up by the next write.
         sqlx::query(
@@ -1048,7 +1048,7 @@ mod tests {
         .execute(store.pool())
         .await
         .unwrap();
-        store.write_spans(&[], 10).await.unwrap();
+        store.write_spans(&[]).await.unwrap();
         let (n, tokens): (i64, i64) =
             sqlx::query_as("SELECT SUM(span_count), SUM(input_tokens) FROM rollup_minute")
                 .fetch_one(store.pool())
@@ -1142,7 +1142,7 @@ mod tests {
                 )
             })
             .collect();
-        store.write_spans(&spans, 500).await.unwrap();
+        store.write_spans(&spans).await.unwrap();
         // Forget the rollups, as a store written before them would be.
         sqlx::raw_sql("DELETE FROM rollup_minute; DELETE FROM rollup_hour; UPDATE rollup_state SET high_water = 0")
             .execute(store.pool())

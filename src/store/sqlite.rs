@@ -6,16 +6,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
-use super::{StoreError, MIGRATIONS, SPAN_COLUMNS};
+use super::{sqlite_insert, StoreError, MIGRATIONS};
 use crate::span::Span;
 
 /// The writer connection's page cache, as SQLite's `cache_size` (negative:
 /// KiB). Measured with `scripts/store_bench.sh` and the bench's 1,000
 /// streams: see BENCHMARKS.md.
 const WRITER_CACHE_KIB: &str = "-16384";
+
+/// The writer's insert statement (see `sqlite_insert`).
+static INSERT_SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Runs blocking SQLite work without stalling an async worker thread: on
+/// the multi-threaded runtime the worker hands its other tasks to another
+/// thread for the duration (`block_in_place`); elsewhere (a single-threaded
+/// test runtime) it runs in place.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
 
 /// See the module docs.
 #[derive(Clone)]
@@ -162,13 +177,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn write_spans(&self, spans: &[Span], max_rows: usize) -> Result<(), StoreError> {
+    pub async fn write_spans(&self, spans: &[Span]) -> Result<(), StoreError> {
         let mut writer = self.writer.lock().await;
         let conn = match &mut *writer {
             Some(conn) => conn,
             slot => slot.insert(SqliteConnection::connect_with(&self.options).await?),
         };
-        let result = Self::write_with(conn, spans, max_rows).await;
+        let result = Self::write_with(conn, spans).await;
         if result.is_err() {
             // Start the next batch on a fresh connection.
             if let Some(conn) = writer.take() {
@@ -178,55 +193,17 @@ impl SqliteStore {
         result
     }
 
-    async fn write_with(
-        conn: &mut SqliteConnection,
-        spans: &[Span],
-        max_rows: usize,
-    ) -> Result<(), StoreError> {
-        let mut tx = conn.begin().await?;
-        for chunk in spans.chunks(max_rows.max(1)) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("INSERT INTO spans ({}) ", SPAN_COLUMNS.join(", ")));
-            qb.push_values(chunk, |mut b, s| {
-                b.push_bind(s.trace_id.as_str())
-                    .push_bind(s.span_id.as_str())
-                    .push_bind(s.parent_span_id.as_deref())
-                    .push_bind(s.name.as_str())
-                    .push_bind(s.operation_type.as_str())
-                    .push_bind(s.provider.as_str())
-                    .push_bind(s.route.as_str())
-                    .push_bind(s.method.as_str())
-                    .push_bind(s.path.as_str())
-                    .push_bind(s.model.as_deref())
-                    .push_bind(s.response_model.as_deref())
-                    .push_bind(s.stream)
-                    .push_bind(s.http_status.map(i64::from))
-                    .push_bind(s.status.as_str())
-                    .push_bind(s.error_type.as_deref())
-                    .push_bind(s.error_message.as_deref())
-                    .push_bind(s.start_time_us)
-                    .push_bind(s.end_time_us)
-                    .push_bind(s.duration_ms)
-                    .push_bind(s.ttft_ms)
-                    .push_bind(s.input_tokens)
-                    .push_bind(s.output_tokens)
-                    .push_bind(s.cached_input_tokens)
-                    .push_bind(s.cache_write_tokens)
-                    .push_bind(s.reasoning_tokens)
-                    .push_bind(s.tokens_estimated)
-                    .push_bind(s.cost_usd)
-                    .push_bind(s.finish_reason.as_deref())
-                    .push_bind(s.response_id.as_deref())
-                    .push_bind(s.conversation_id.as_deref())
-                    .push_bind(s.session_id.as_deref())
-                    .push_bind(s.user_id.as_deref())
-                    .push_bind(s.api_key_hash.as_deref())
-                    .push_bind(s.properties.as_deref())
-                    .push_bind(s.request_body.as_deref())
-                    .push_bind(s.response_body.as_deref());
-            });
-            qb.push(" ON CONFLICT (trace_id, span_id) DO NOTHING");
-            qb.build().execute(&mut *tx).await?;
+    async fn write_with(conn: &mut SqliteConnection, spans: &[Span]) -> Result<(), StoreError> {
+        // The write lock first, through sqlx: a wait for another writer
+        // (the busy timeout) happens on sqlx's worker thread, and the raw
+        // inserts below, holding the lock, never wait on another
+        // connection (WAL readers do not block the writer).
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        {
+            let mut handle = tx.lock_handle().await?;
+            let db = handle.as_raw_handle();
+            let sql = INSERT_SQL.get_or_init(sqlite_insert::insert_sql);
+            off_the_runtime(|| sqlite_insert::insert_spans(db, sql, spans))?;
         }
         // Same transaction: the rollups count exactly the spans stored.
         super::rollup::apply(&mut tx, spans.len()).await?;
@@ -260,8 +237,8 @@ mod tests {
             s.input_tokens = Some(i);
             spans.push(s);
         }
-        store.write_spans(&spans, 200).await.unwrap();
-        store.write_spans(&spans[..10], 200).await.unwrap();
+        store.write_spans(&spans).await.unwrap();
+        store.write_spans(&spans[..10]).await.unwrap();
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spans")
             .fetch_one(&store.pool)
             .await
@@ -334,7 +311,7 @@ mod tests {
         again.span_id = "a1".into();
         let mut other = again.clone();
         other.trace_id = "t3".into();
-        store.write_spans(&[again, other], 200).await.unwrap();
+        store.write_spans(&[again, other]).await.unwrap();
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spans")
             .fetch_one(&store.pool)
             .await
