@@ -15,7 +15,7 @@ use crate::span::Span;
 /// The writer connection's page cache, as SQLite's `cache_size` (negative:
 /// KiB). Measured with `scripts/store_bench.sh` and the bench's 1,000
 /// streams: see BENCHMARKS.md.
-const WRITER_CACHE_KIB: &str = "-16384";
+const WRITER_CACHE_KIB: &str = "-4096";
 
 /// The writer's insert statement (see `sqlite_insert`).
 static INSERT_SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
