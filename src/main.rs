@@ -62,6 +62,37 @@ fn cap_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn cap_malloc_arenas() {}
 
+/// How often freed heap memory is handed back to the kernel.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts a thread that hands glibc's freed heap pages back to the kernel
+/// every [`TRIM_EVERY`] (`malloc_trim`). glibc returns memory on its own
+/// only from the top of the main heap: after a burst (1,000 concurrent
+/// streams), memory freed in the middle of the heaps stayed resident, so
+/// RSS only ever grew from burst to burst (measured: 100 MB resident after
+/// the burst, 38 MB after one `malloc_trim`). A plain thread, so the
+/// runtime never waits on it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn start_trimming() {
+    let spawned = std::thread::Builder::new()
+        .name("llmtap-trim".into())
+        .spawn(|| loop {
+            std::thread::sleep(TRIM_EVERY);
+            // SAFETY: `malloc_trim` is thread-safe (it takes each arena's
+            // lock) and only releases pages no allocation uses.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "Could not start the memory trimming thread");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn start_trimming() {}
+
 fn main() -> anyhow::Result<()> {
     cap_malloc_arenas();
     let args = Args::parse();
@@ -101,6 +132,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
 
+    start_trimming();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
