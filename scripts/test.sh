@@ -8,7 +8,9 @@
 #     LLMTAP_SKIP_PG=1;
 #  3. the official OpenAI and Anthropic Python SDKs driving llmtap (a venv
 #     under target/, packages from PyPI);
-#  4. the web UI in headless Chromium (playwright-core from npm).
+#  4. the container image's runtime stage laid out from the Dockerfile and
+#     run as its user (scripts/image_check.py; there is no Docker engine);
+#  5. the web UI in headless Chromium (playwright-core from npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --locked --lib --bins --tests "$@"
@@ -16,4 +18,5 @@ if [ "${LLMTAP_SKIP_PG:-0}" != "1" ]; then
     bash scripts/pg_test.sh --tests "$@"
 fi
 bash scripts/sdk_test.sh
+python3 scripts/image_check.py
 bash scripts/ui_test.sh
