@@ -37,31 +37,6 @@ struct Args {
     healthcheck: bool,
 }
 
-/// Caps glibc's malloc arenas at the number of CPUs (its default is 8 per
-/// CPU), unless `MALLOC_ARENA_MAX` is set. A burst of streamed replies
-/// leaves spans of ~11 KB built on the runtime's workers, queued, then
-/// freed by the writer: with an arena per busy thread, the freed memory
-/// stays scattered over many heaps. Measured (1,000 concurrent streams, see
-/// BENCHMARKS.md): peak RSS 105-111 MB with the default, 100-107 MB
-/// capped, and no measurable CPU difference at c=32. Called first thing,
-/// before any thread exists.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn cap_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
-    }
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arenas = libc::c_int::try_from(cpus).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `mallopt` only sets an allocator parameter; no thread other
-    // than this one exists yet. A refusal (0) leaves glibc's default.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn cap_malloc_arenas() {}
-
 /// How often freed heap memory is handed back to the kernel.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -94,7 +69,6 @@ fn start_trimming() {
 fn start_trimming() {}
 
 fn main() -> anyhow::Result<()> {
-    cap_malloc_arenas();
     let args = Args::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
     let mut config =
