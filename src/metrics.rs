@@ -247,13 +247,74 @@ pub struct OtlpExtra {
     pub request_errors: u64,
 }
 
-fn bounded<V>(map: &mut HashMap<Labels, V>, key: Labels, new: impl Fn() -> V) -> &mut V {
-    let key = if map.contains_key(&key) || map.len() < MAX_SERIES {
-        key
-    } else {
-        (key.0, "other".to_string(), key.2, key.3)
-    };
-    map.entry(key).or_insert_with(new)
+/// Label values borrowed from a span: what `record` looks series up by,
+/// so a hit allocates nothing (only a new series copies its labels).
+type LabelRef<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+/// A key that can stand for [`Labels`] in a map lookup. Hashes and compares
+/// exactly as the owned tuple does (a tuple hashes its fields in order, a
+/// `String` as its `str`).
+trait AsLabels {
+    fn parts(&self) -> LabelRef<'_>;
+}
+
+impl AsLabels for Labels {
+    fn parts(&self) -> LabelRef<'_> {
+        (&self.0, &self.1, &self.2, &self.3)
+    }
+}
+
+impl AsLabels for LabelRef<'_> {
+    fn parts(&self) -> LabelRef<'_> {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn AsLabels + 'a> for Labels {
+    fn borrow(&self) -> &(dyn AsLabels + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn AsLabels + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn AsLabels + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn AsLabels + '_ {}
+
+/// The series for `key`, created if new; past [`MAX_SERIES`] new models
+/// share the series of model "other". (Always `Some`: an `Option` only
+/// because the borrow checker cannot yet return a `get_mut` hit and insert
+/// on a miss in one function without a second lookup.)
+fn bounded<'m, V>(
+    map: &'m mut HashMap<Labels, V>,
+    key: LabelRef<'_>,
+    new: impl Fn() -> V,
+) -> Option<&'m mut V> {
+    let mut key = key;
+    if !map.contains_key(&key as &dyn AsLabels) {
+        if map.len() >= MAX_SERIES {
+            key.1 = "other";
+        }
+        if !map.contains_key(&key as &dyn AsLabels) {
+            let owned = (
+                key.0.to_string(),
+                key.1.to_string(),
+                key.2.to_string(),
+                key.3.to_string(),
+            );
+            map.insert(owned, new());
+        }
+    }
+    map.get_mut(&key as &dyn AsLabels)
 }
 
 impl Metrics {
@@ -261,38 +322,30 @@ impl Metrics {
     pub fn record(&self, s: &Span) {
         let model = s
             .model
-            .clone()
-            .or_else(|| s.response_model.clone())
+            .as_deref()
+            .or(s.response_model.as_deref())
             .unwrap_or_default();
-        let op = s.operation_type.clone();
+        let (provider, op) = (s.provider.as_str(), s.operation_type.as_str());
+        let with = |extra| (provider, model, op, extra);
+        let error = s.error_type.as_deref().unwrap_or_default();
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let base = (s.provider.clone(), model, op, String::new());
-        let with = |extra: &str| {
-            (
-                base.0.clone(),
-                base.1.clone(),
-                base.2.clone(),
-                extra.to_string(),
-            )
-        };
-        *bounded(&mut series.requests, with(s.status.as_str()), || 0) += 1;
-        let error = s.error_type.clone().unwrap_or_default();
-        bounded(&mut series.duration, with(&error), || {
-            Histogram::new(DURATION_BUCKETS)
-        })
-        .observe(s.duration_ms / 1000.0);
-        if let Some(t) = s.ttft_ms {
-            bounded(&mut series.ttfc, with(""), || {
-                Histogram::new(DURATION_BUCKETS)
-            })
-            .observe(t / 1000.0);
+        if let Some(n) = bounded(&mut series.requests, with(s.status.as_str()), || 0) {
+            *n += 1;
         }
+        let duration = || Histogram::new(DURATION_BUCKETS);
+        if let Some(h) = bounded(&mut series.duration, with(error), duration) {
+            h.observe(s.duration_ms / 1000.0);
+        }
+        if let Some(t) = s.ttft_ms {
+            if let Some(h) = bounded(&mut series.ttfc, with(""), duration) {
+                h.observe(t / 1000.0);
+            }
+        }
+        let tokens = || Histogram::new(TOKEN_BUCKETS);
         for (kind, n) in [("input", s.input_tokens), ("output", s.output_tokens)] {
-            if let Some(n) = n {
-                bounded(&mut series.tokens, with(kind), || {
-                    Histogram::new(TOKEN_BUCKETS)
-                })
-                .observe(n as f64);
+            let Some(n) = n else { continue };
+            if let Some(h) = bounded(&mut series.tokens, with(kind), tokens) {
+                h.observe(n as f64);
             }
         }
     }
@@ -561,6 +614,10 @@ mod tests {
         }
         let series = m.series.lock().unwrap();
         assert!(series.requests.len() <= MAX_SERIES + 1);
-        assert!(series.requests.keys().any(|k| k.1 == "other"));
+        let other: Vec<_> = series.requests.iter().filter(|(k, _)| k.1 == "other").collect();
+        // One shared series, counting every model past the cap.
+        assert_eq!(other.len(), 1);
+        let first_model_count = series.requests.len() - 1;
+        assert_eq!(*other[0].1 as usize, MAX_SERIES + 50 - first_model_count);
     }
 }
