@@ -614,7 +614,11 @@ mod tests {
         }
         let series = m.series.lock().unwrap();
         assert!(series.requests.len() <= MAX_SERIES + 1);
-        let other: Vec<_> = series.requests.iter().filter(|(k, _)| k.1 == "other").collect();
+        let other: Vec<_> = series
+            .requests
+            .iter()
+            .filter(|(k, _)| k.1 == "other")
+            .collect();
         // One shared series, counting every model past the cap.
         assert_eq!(other.len(), 1);
         let first_model_count = series.requests.len() - 1;
