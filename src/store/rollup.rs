@@ -4,15 +4,20 @@
 //!
 //! Owns the `rollup_minute` / `rollup_hour` / `rollup_state` tables
 //! (migration 0002), the latency histogram bins and the percentile estimate.
-//! [`apply`] is called once at the end of every span-writing transaction:
-//! it reads back the rows past `rollup_state.high_water` (the batch just
+//! [`apply_stored`] is called once at the end of every span-writing
+//! transaction with the rows the raw insert reports it stored (rowid and
+//! span): it counts those from memory, plus any older rows past the mark
+//! it reads back (the backlog), and moves the mark past them. When the
+//! backlog is longer than one step, and at start-up ([`catch_up`]), [`apply`]
+//! does the counting instead: it reads back the rows past
+//! `rollup_state.high_water` (the batch just
 //! inserted, plus at most [`BACKLOG_STEP`] older rows not yet counted, such
 //! as spans stored before this migration), aggregates them in memory by
 //! (minute, operation type, provider, model, status) and issues a few
 //! multi-row `INSERT … ON CONFLICT DO UPDATE` upserts, then moves the mark.
-//! Reading back rather than trusting the batch keeps the rollups exact when
-//! some spans of a batch were already stored (`write_spans` skips those):
-//! every stored span is counted once, and only once. This relies on SQLite
+//! Either way only rows actually stored are counted (a span of the batch
+//! that was stored already is skipped by the insert and not reported):
+//! every stored span is counted once, and only once. The mark relies on SQLite
 //! giving new rows rowids above every existing one, which holds as long as
 //! the newest rows are never deleted.
 //!
@@ -417,6 +422,63 @@ pub(super) async fn apply(conn: &mut SqliteConnection, batch: usize) -> Result<u
     .execute(&mut *conn)
     .await?;
     Ok(rows.len())
+}
+
+/// [`apply`] for a batch whose stored rows the caller knows (`stored`:
+/// rowids in increasing order, and the spans they hold): those are counted
+/// from memory, without reading them back. Rows past the mark that are
+/// older than the batch (the backlog) are still read; when there are more
+/// of them than [`BACKLOG_STEP`], this falls back to [`apply`], which
+/// counts in rowid order and leaves the batch for later calls. Returns how
+/// many spans were rolled up.
+pub(super) async fn apply_stored(
+    conn: &mut SqliteConnection,
+    stored: &[(i64, &Span)],
+) -> Result<usize, sqlx::Error> {
+    let (Some(&(first, _)), Some(&(last, _))) = (stored.first(), stored.last()) else {
+        return apply(conn, 0).await;
+    };
+    let mark: i64 = sqlx::query_scalar("SELECT high_water FROM rollup_state WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?
+        .unwrap_or(0);
+    let backlog = if mark + 1 < first {
+        let limit = i64::try_from(BACKLOG_STEP).unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT start_time, operation_type, provider, model, status, duration_ms, \
+             ttft_ms, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, \
+             reasoning_tokens, tokens_estimated, cost_usd \
+             FROM spans WHERE rowid > ? AND rowid < ? ORDER BY rowid LIMIT ?",
+        )
+        .bind(mark)
+        .bind(first)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.len() >= BACKLOG_STEP {
+            return apply(conn, stored.len()).await;
+        }
+        rows.iter()
+            .map(Fact::from_row)
+            .collect::<Result<Vec<Fact>, sqlx::Error>>()?
+    } else {
+        Vec::new()
+    };
+    let counted = backlog.len() + stored.len();
+    let facts = backlog
+        .into_iter()
+        .chain(stored.iter().map(|(_, s)| Fact::from_span(s)));
+    let (minutes, hours) = aggregate(facts);
+    upsert(conn, "rollup_minute", &minutes).await?;
+    upsert(conn, "rollup_hour", &hours).await?;
+    sqlx::query(
+        "INSERT INTO rollup_state (id, high_water) VALUES (1, ?) \
+         ON CONFLICT (id) DO UPDATE SET high_water = excluded.high_water",
+    )
+    .bind(last.max(mark))
+    .execute(&mut *conn)
+    .await?;
+    Ok(counted)
 }
 
 async fn upsert(
@@ -1157,6 +1219,64 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, spans.len() as i64);
+    }
+
+    /// A batch counted from memory still counts the backlog past the mark
+    /// before it, skips a span stored already, and a backlog longer than
+    /// one step falls back to counting in rowid order.
+    #[tokio::test]
+    async fn a_batch_counts_the_backlog_before_it_and_not_a_span_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::sqlite::SqliteStore::open(&dir.path().join("b.db"))
+            .await
+            .unwrap();
+        let at = |i: i64| 1_700_000_000_000_000 + i * 1000;
+        let completed = crate::span::SpanStatus::Completed;
+        let sum = || async {
+            let n: Option<i64> = sqlx::query_scalar("SELECT SUM(span_count) FROM rollup_hour")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            n.unwrap_or(0)
+        };
+        let forget = || async {
+            sqlx::raw_sql(
+                "DELETE FROM rollup_minute; DELETE FROM rollup_hour; \
+                 UPDATE rollup_state SET high_water = 0",
+            )
+            .execute(store.pool())
+            .await
+            .unwrap();
+        };
+        let old: Vec<_> = (0..30)
+            .map(|i| span(at(i), "gpt-4o", completed, 3.0))
+            .collect();
+        store.write_spans(&old).await.unwrap();
+        forget().await;
+        let mut batch: Vec<_> = (30..50)
+            .map(|i| span(at(i), "gpt-4o", completed, 3.0))
+            .collect();
+        batch.push(old[3].clone());
+        store.write_spans(&batch).await.unwrap();
+        assert_eq!(sum().await, 50);
+
+        // Past one step of backlog: rowid order, `BACKLOG_STEP` + batch
+        // rows now, the rest with the next write.
+        let many: Vec<_> = (50..(50 + BACKLOG_STEP as i64))
+            .map(|i| span(at(i), "gpt-4o", completed, 3.0))
+            .collect();
+        store.write_spans(&many).await.unwrap();
+        forget().await;
+        let total = 50 + BACKLOG_STEP as i64;
+        let batch: Vec<_> = (total..total + 10)
+            .map(|i| span(at(i), "gpt-4o", completed, 3.0))
+            .collect();
+        store.write_spans(&batch).await.unwrap();
+        assert_eq!(sum().await, BACKLOG_STEP as i64 + 10);
+        store.write_spans(&[]).await.unwrap();
+        let last = span(at(total + 10), "gpt-4o", completed, 3.0);
+        store.write_spans(&[last]).await.unwrap();
+        assert_eq!(sum().await, total + 11);
     }
 
     #[test]

@@ -199,14 +199,18 @@ impl SqliteStore {
         // inserts below, holding the lock, never wait on another
         // connection (WAL readers do not block the writer).
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        {
+        let stored = {
             let mut handle = tx.lock_handle().await?;
             let db = handle.as_raw_handle();
             let sql = INSERT_SQL.get_or_init(sqlite_insert::insert_sql);
-            off_the_runtime(|| sqlite_insert::insert_spans(db, sql, spans))?;
-        }
+            off_the_runtime(|| sqlite_insert::insert_spans(db, sql, spans))?
+        };
         // Same transaction: the rollups count exactly the spans stored.
-        super::rollup::apply(&mut tx, spans.len()).await?;
+        let stored: Vec<(i64, &Span)> = stored
+            .into_iter()
+            .filter_map(|(i, rowid)| spans.get(i).map(|s| (rowid, s)))
+            .collect();
+        super::rollup::apply_stored(&mut tx, &stored).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -158,9 +158,17 @@ impl Stmt {
 
     /// Runs the bound row, then resets the statement and clears its
     /// bindings (so no pointer into this span survives the call).
-    fn step(&mut self) -> Result<(), RawError> {
+    /// Runs the bound insert; `Some(rowid)` when it stored the row, `None`
+    /// when `ON CONFLICT DO NOTHING` skipped it.
+    fn step(&mut self) -> Result<Option<i64>, RawError> {
         // SAFETY: `stmt` is live and fully bound.
         let rc = unsafe { ffi::sqlite3_step(self.stmt) };
+        // SAFETY: `db` is live; both only read the connection's counters of
+        // the statement that just ran (this connection runs nothing else
+        // meanwhile: the caller holds its lock).
+        let stored = unsafe {
+            (ffi::sqlite3_changes(self.db) == 1).then(|| ffi::sqlite3_last_insert_rowid(self.db))
+        };
         // SAFETY: `stmt` is live; reset and clear never fail in a way that
         // leaves it unusable (reset repeats the step's error, handled
         // above).
@@ -169,7 +177,7 @@ impl Stmt {
             ffi::sqlite3_clear_bindings(self.stmt);
         }
         if rc == ffi::SQLITE_DONE {
-            Ok(())
+            Ok(stored)
         } else {
             Err(self.error(rc))
         }
@@ -196,14 +204,19 @@ fn error(db: *mut ffi::sqlite3, rc: c_int) -> RawError {
 }
 
 /// Inserts `spans`, each once (a span already stored is skipped), inside
-/// the transaction the caller holds open on `db`.
+/// the transaction the caller holds open on `db`. Returns the index in
+/// `spans` and the rowid of every row it stored, in order.
 ///
 /// `db` must be the caller's locked handle (see the module docs), inside a
 /// `BEGIN IMMEDIATE` transaction: holding the write lock, the inserts
 /// never wait on another connection, but they are still synchronous CPU
 /// and page I/O (milliseconds for a large batch), which the caller keeps
 /// off the async worker threads.
-pub fn insert_spans(db: NonNull<ffi::sqlite3>, sql: &str, spans: &[Span]) -> Result<(), RawError> {
+pub fn insert_spans(
+    db: NonNull<ffi::sqlite3>,
+    sql: &str,
+    spans: &[Span],
+) -> Result<Vec<(usize, i64)>, RawError> {
     let db = db.as_ptr();
     let mut raw: *mut ffi::sqlite3_stmt = ptr::null_mut();
     let len = c_int::try_from(sql.len()).map_err(|_| RawError {
@@ -227,11 +240,14 @@ pub fn insert_spans(db: NonNull<ffi::sqlite3>, sql: &str, spans: &[Span]) -> Res
         return Err(error(db, rc));
     }
     let mut stmt = Stmt { db, stmt: raw };
-    for span in spans {
+    let mut stored = Vec::with_capacity(spans.len());
+    for (i, span) in spans.iter().enumerate() {
         stmt.bind(span)?;
-        stmt.step()?;
+        if let Some(rowid) = stmt.step()? {
+            stored.push((i, rowid));
+        }
     }
-    Ok(())
+    Ok(stored)
 }
 
 #[cfg(test)]
