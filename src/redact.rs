@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 use crate::span::Span;
 
@@ -56,6 +56,10 @@ pub struct PatternError {
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     patterns: Vec<Regex>,
+    /// All the patterns at once: one pass over a text tells whether any
+    /// matches (almost never), instead of one pass per pattern. `None`
+    /// when the set would not build (the patterns still work one by one).
+    any: Option<RegexSet>,
 }
 
 impl Redactor {
@@ -88,7 +92,8 @@ impl Redactor {
                 Ok(re)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Redactor { patterns })
+        let any = RegexSet::new(patterns.iter().map(Regex::as_str)).ok();
+        Ok(Redactor { patterns, any })
     }
 
     /// The default patterns.
@@ -105,6 +110,11 @@ impl Redactor {
     /// `text` with every match redacted; borrowed when nothing matched.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
+        // No pattern matches the text as given: nothing to replace (the
+        // loop below could find a match only after a replacement).
+        if self.any.as_ref().is_some_and(|set| !set.is_match(text)) {
+            return out;
+        }
         for re in &self.patterns {
             if !re.is_match(&out) {
                 continue;
