@@ -49,7 +49,11 @@ pub type UpstreamBody = http_body_util::Either<
     http_body_util::Full<bytes::Bytes>,
 >;
 
-type Pool = Client<Counting<HttpsConnector<HttpConnector>>, UpstreamBody>;
+/// The body boxed: hyper's client hands each request to its connection
+/// through a channel whose every block holds 32 requests inline, so a
+/// 240-byte body made that block ~15 KB per upstream connection (heaptrack,
+/// 1,000 concurrent streams: 14.9 MB); boxed it is half that.
+type Pool = Client<Counting<HttpsConnector<HttpConnector>>, Box<UpstreamBody>>;
 
 /// See the module docs.
 #[derive(Clone)]
@@ -104,7 +108,7 @@ impl Upstream {
                 reason: "no upstream client".into(),
             });
         };
-        match tokio::time::timeout(timeouts.first_byte, client.request(req)).await {
+        match tokio::time::timeout(timeouts.first_byte, client.request(req.map(Box::new))).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify(&e, label, timeouts.connect)),
             Err(_) => Err(ProxyError::UpstreamTimeout {
