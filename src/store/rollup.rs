@@ -388,40 +388,15 @@ fn ceil_to(t: i64, size: i64) -> i64 {
 /// [`BACKLOG_STEP`] of them) and moves the mark, inside the caller's
 /// transaction. Returns how many spans were rolled up.
 pub(super) async fn apply(conn: &mut SqliteConnection, batch: usize) -> Result<usize, sqlx::Error> {
-    let mark: i64 = sqlx::query_scalar("SELECT high_water FROM rollup_state WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await?
-        .unwrap_or(0);
-    let limit = i64::try_from(batch.saturating_add(BACKLOG_STEP)).unwrap_or(i64::MAX);
-    let rows = sqlx::query(
-        "SELECT rowid AS rid, start_time, operation_type, provider, model, status, duration_ms, \
-         ttft_ms, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, \
-         reasoning_tokens, tokens_estimated, cost_usd \
-         FROM spans WHERE rowid > ? ORDER BY rowid LIMIT ?",
-    )
-    .bind(mark)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let Some(last) = rows.last() else {
+    let mark = read_mark(conn).await?;
+    let (facts, last) =
+        stored_between(conn, mark, i64::MAX, batch.saturating_add(BACKLOG_STEP)).await?;
+    let Some(last) = last else {
         return Ok(0);
     };
-    let last: i64 = last.try_get("rid")?;
-    let facts = rows
-        .iter()
-        .map(Fact::from_row)
-        .collect::<Result<Vec<Fact>, sqlx::Error>>()?;
-    let (minutes, hours) = aggregate(facts.into_iter());
-    upsert(conn, "rollup_minute", &minutes).await?;
-    upsert(conn, "rollup_hour", &hours).await?;
-    sqlx::query(
-        "INSERT INTO rollup_state (id, high_water) VALUES (1, ?) \
-         ON CONFLICT (id) DO UPDATE SET high_water = excluded.high_water",
-    )
-    .bind(last)
-    .execute(&mut *conn)
-    .await?;
-    Ok(rows.len())
+    let n = facts.len();
+    count(conn, facts.into_iter(), last).await?;
+    Ok(n)
 }
 
 /// [`apply`] for a batch whose stored rows the caller knows (`stored`:
@@ -438,36 +413,66 @@ pub(super) async fn apply_stored(
     let (Some(&(first, _)), Some(&(last, _))) = (stored.first(), stored.last()) else {
         return apply(conn, 0).await;
     };
-    let mark: i64 = sqlx::query_scalar("SELECT high_water FROM rollup_state WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await?
-        .unwrap_or(0);
+    let mark = read_mark(conn).await?;
     let backlog = if mark + 1 < first {
-        let limit = i64::try_from(BACKLOG_STEP).unwrap_or(i64::MAX);
-        let rows = sqlx::query(
-            "SELECT start_time, operation_type, provider, model, status, duration_ms, \
-             ttft_ms, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, \
-             reasoning_tokens, tokens_estimated, cost_usd \
-             FROM spans WHERE rowid > ? AND rowid < ? ORDER BY rowid LIMIT ?",
-        )
-        .bind(mark)
-        .bind(first)
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
-        if rows.len() >= BACKLOG_STEP {
+        let (facts, _) = stored_between(conn, mark, first, BACKLOG_STEP).await?;
+        if facts.len() >= BACKLOG_STEP {
             return apply(conn, stored.len()).await;
         }
-        rows.iter()
-            .map(Fact::from_row)
-            .collect::<Result<Vec<Fact>, sqlx::Error>>()?
+        facts
     } else {
         Vec::new()
     };
-    let counted = backlog.len() + stored.len();
+    let n = backlog.len() + stored.len();
     let facts = backlog
         .into_iter()
         .chain(stored.iter().map(|(_, s)| Fact::from_span(s)));
+    count(conn, facts, last.max(mark)).await?;
+    Ok(n)
+}
+
+/// The rollup mark: every span with a rowid up to it is counted.
+async fn read_mark(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    let mark = sqlx::query_scalar("SELECT high_water FROM rollup_state WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(mark.unwrap_or(0))
+}
+
+/// The facts of the stored spans with `after < rowid < before`, in rowid
+/// order, at most `limit` of them, and the last one's rowid.
+async fn stored_between(
+    conn: &mut SqliteConnection,
+    after: i64,
+    before: i64,
+    limit: usize,
+) -> Result<(Vec<Fact>, Option<i64>), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT rowid AS rid, start_time, operation_type, provider, model, status, duration_ms, \
+         ttft_ms, input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, \
+         reasoning_tokens, tokens_estimated, cost_usd \
+         FROM spans WHERE rowid > ? AND rowid < ? ORDER BY rowid LIMIT ?",
+    )
+    .bind(after)
+    .bind(before)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    let last = rows.last().map(|r| r.try_get("rid")).transpose()?;
+    let facts = rows
+        .iter()
+        .map(Fact::from_row)
+        .collect::<Result<Vec<Fact>, sqlx::Error>>()?;
+    Ok((facts, last))
+}
+
+/// Adds `facts` to the minute and hour rollups and moves the mark to
+/// `mark`.
+async fn count(
+    conn: &mut SqliteConnection,
+    facts: impl Iterator<Item = Fact>,
+    mark: i64,
+) -> Result<(), sqlx::Error> {
     let (minutes, hours) = aggregate(facts);
     upsert(conn, "rollup_minute", &minutes).await?;
     upsert(conn, "rollup_hour", &hours).await?;
@@ -475,10 +480,10 @@ pub(super) async fn apply_stored(
         "INSERT INTO rollup_state (id, high_water) VALUES (1, ?) \
          ON CONFLICT (id) DO UPDATE SET high_water = excluded.high_water",
     )
-    .bind(last.max(mark))
+    .bind(mark)
     .execute(&mut *conn)
     .await?;
-    Ok(counted)
+    Ok(())
 }
 
 async fn upsert(

@@ -158,8 +158,8 @@ impl Stmt {
 
     /// Runs the bound row, then resets the statement and clears its
     /// bindings (so no pointer into this span survives the call).
-    /// Runs the bound insert; `Some(rowid)` when it stored the row, `None`
-    /// when `ON CONFLICT DO NOTHING` skipped it.
+    /// `Some(rowid)` when it stored the row, `None` when `ON CONFLICT DO
+    /// NOTHING` skipped it.
     fn step(&mut self) -> Result<Option<i64>, RawError> {
         // SAFETY: `stmt` is live and fully bound.
         let rc = unsafe { ffi::sqlite3_step(self.stmt) };
