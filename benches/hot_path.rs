@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the per-frame and per-span hot path:
 //! the tee, SSE parsing with usage extraction, the token estimator, span
-//! sizing and a SQLite batch insert. Run with `cargo bench`.
+//! sizing, a SQLite batch insert, redaction, and the request-side reading
+//! that stitching does per request. Run with `cargo bench`.
 
 use std::hint::black_box;
 use std::pin::Pin;
@@ -242,12 +243,46 @@ fn bench_redact(c: &mut Criterion) {
     g.finish();
 }
 
+/// Stitching's reading of a chat request (`providers::conversation`), run
+/// for every request when stitching is on: the two-message request of
+/// `scripts/bench.sh`, and a 40-message agent history with tool calls.
+fn bench_conversation(c: &mut Criterion) {
+    let small = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say eight words."}]}"#.to_vec();
+    let mut agent = String::from(
+        r#"{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant with tools."}"#,
+    );
+    for i in 0..13 {
+        agent.push_str(&format!(
+            r#",{{"role":"user","content":[{{"type":"text","text":"What is the weather in city number {i}, and what should I wear there today?"}}]}},{{"role":"assistant","content":null,"tool_calls":[{{"id":"call_{i}","type":"function","function":{{"name":"get_weather","arguments":"{{\"city\":\"c{i}\"}}"}}}}]}},{{"role":"tool","tool_call_id":"call_{i}","content":"{{\"temp_c\":{i},\"sky\":\"clear\"}}"}}"#
+        ));
+    }
+    agent.push_str("]}");
+    let mut g = c.benchmark_group("conversation");
+    for (name, body) in [
+        ("chat_2_messages", small),
+        ("chat_40_messages_tools", agent.into_bytes()),
+    ] {
+        let msgs = llmtap::providers::conversation(Endpoint::Chat, &body).map(|c| c.msgs.len());
+        assert!(msgs.is_some_and(|n| n >= 2), "{name}: not a chat request");
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                llmtap::providers::conversation(Endpoint::Chat, black_box(&body))
+                    .map(|c| c.msgs.len())
+                    .unwrap_or(0)
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_sse,
     bench_estimator,
     bench_tee,
     bench_store,
-    bench_redact
+    bench_redact,
+    bench_conversation
 );
 criterion_main!(benches);

@@ -106,7 +106,7 @@ impl Proxy {
         };
         let (mut parts, body) = req.into_parts();
         let route = &matched.route;
-        let label = format!("{}://{}", route.upstream.scheme, route.upstream.authority);
+        let label = route.upstream.label.as_str();
         let declared = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
@@ -188,10 +188,10 @@ impl Proxy {
         let sent = Instant::now();
         let result = self
             .upstream
-            .send(upstream_req, &label, &route.timeouts)
+            .send(upstream_req, label, &route.timeouts)
             .await;
         let answered = Instant::now();
-        let resp = self.respond(result, exchange, &label, route.timeouts.idle);
+        let resp = self.respond(result, exchange, label, route.timeouts.idle);
         // llmtap's own time: before the upstream call and after its answer.
         self.metrics
             .added_latency

@@ -23,6 +23,9 @@ pub struct UpstreamBase {
     /// Path prefix on the upstream (e.g. `/openai` for a gateway), no
     /// trailing slash; empty for none.
     pub base_path: String,
+    /// `scheme://authority`, how logs and errors name the upstream (built
+    /// once, not per request).
+    pub label: String,
 }
 
 impl UpstreamBase {
@@ -57,6 +60,7 @@ impl UpstreamBase {
         }
         let base_path = uri.path().trim_end_matches('/').to_string();
         Ok(UpstreamBase {
+            label: format!("{scheme}://{authority}"),
             scheme,
             authority,
             base_path,

@@ -448,6 +448,11 @@ const HOP_BY_HOP: &[HeaderName] = &[
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names decides
+    // whether any removal (each a hash lookup) is needed.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Names listed in `Connection` are hop-by-hop too.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -466,18 +471,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// A name `strip_hop_by_hop` removes unless `Connection` lists it (which
+/// only a message that has a `Connection` header can do).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
 /// Prepares the client's headers for the upstream (in place).
 pub fn request_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     // The client library sets Host from the upstream URI.
     headers.remove(header::HOST);
-    let ours: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-llmtap-"))
-        .cloned()
-        .collect();
-    for name in ours {
-        headers.remove(name);
+    let ours = |k: &HeaderName| k.as_str().starts_with("x-llmtap-");
+    if headers.keys().any(ours) {
+        let names: Vec<HeaderName> = headers.keys().filter(|k| ours(k)).cloned().collect();
+        for name in names {
+            headers.remove(name);
+        }
     }
 }
 

@@ -189,11 +189,11 @@ pub fn parse_request(body: &[u8]) -> Option<RequestFacts> {
 /// The request's history, reduced for stitching (`None` for formats that
 /// have none).
 pub fn conversation(endpoint: Endpoint, body: &[u8]) -> Option<crate::stitch::Conversation> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let value = || serde_json::from_slice::<serde_json::Value>(body).ok();
     match endpoint {
-        Endpoint::Chat => openai::conversation(&v),
-        Endpoint::Messages => anthropic::conversation(&v),
-        Endpoint::Responses => responses::conversation(&v),
+        Endpoint::Chat => openai::conversation(body),
+        Endpoint::Messages => anthropic::conversation(&value()?),
+        Endpoint::Responses => responses::conversation(&value()?),
         _ => None,
     }
 }

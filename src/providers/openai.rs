@@ -225,33 +225,177 @@ pub fn estimate_prompt_input(body: &[u8], enc: Encoding) -> Option<i64> {
 }
 
 /// A chat request's messages, reduced for stitching.
-pub fn conversation(v: &serde_json::Value) -> Option<Conversation> {
+///
+/// Read in one typed pass when every message has the usual shape (string
+/// fields, `content` a string or an array of parts); anything else is read
+/// again as a `serde_json::Value`, which reduces every shape the same way.
+pub fn conversation(body: &[u8]) -> Option<Conversation> {
+    match serde_json::from_slice::<RequestView>(body) {
+        Ok(r) => Some(r.conversation()),
+        Err(_) => conversation_value(&serde_json::from_slice(body).ok()?),
+    }
+}
+
+/// A chat request as stitching reads it.
+#[derive(Deserialize)]
+struct RequestView<'a> {
+    #[serde(borrow)]
+    messages: Vec<MessageView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MessageView<'a> {
+    #[serde(default, borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<ContentView<'a>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<CallView<'a>>>,
+    #[serde(default, borrow)]
+    tool_call_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct CallView<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct PartView<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+/// A message's `content`: a string or an array of parts. Any other value
+/// fails the typed reading.
+enum ContentView<'a> {
+    Text(Cow<'a, str>),
+    Parts(Vec<PartView<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ContentView<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = ContentView<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(ContentView::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ContentView::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(p) = seq.next_element()? {
+                    parts.push(p);
+                }
+                Ok(ContentView::Parts(parts))
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+impl RequestView<'_> {
+    fn conversation(&self) -> Conversation {
+        let mut conv = Conversation::default();
+        for m in &self.messages {
+            let mut text = TextDigest::default();
+            // A tool message's content is also kept as the tool's result.
+            let mut result = m.tool_call_id.as_ref().map(|_| String::new());
+            let mut keep = |t: &str| {
+                if let Some(r) = result.as_mut() {
+                    push_capped(r, t, super::MAX_TOOL_RESULT);
+                }
+            };
+            match &m.content {
+                Some(ContentView::Text(s)) => {
+                    text.push(s);
+                    keep(s);
+                }
+                Some(ContentView::Parts(parts)) => {
+                    for p in parts {
+                        let kind = p.kind.as_deref().unwrap_or("text");
+                        if let Some(t) = p.text.as_deref() {
+                            if matches!(kind, "text" | "input_text" | "output_text") {
+                                text.separate();
+                                text.push(t);
+                            }
+                            keep(t);
+                        }
+                    }
+                }
+                None => {}
+            }
+            let ids = m
+                .tool_calls
+                .iter()
+                .flatten()
+                .filter_map(|c| c.id.as_deref());
+            push_message(
+                &mut conv,
+                m.role.as_deref().unwrap_or(""),
+                &text,
+                ids,
+                m.tool_call_id.as_deref().zip(result),
+            );
+        }
+        conv
+    }
+}
+
+/// [`conversation`] for a request of any shape.
+fn conversation_value(v: &serde_json::Value) -> Option<Conversation> {
     let messages = v.get("messages")?.as_array()?;
     let mut conv = Conversation::default();
     for m in messages {
-        let role = m.get("role").and_then(|r| r.as_str()).unwrap_or("");
         let mut text = TextDigest::default();
         super::digest_content(&mut text, m.get("content"));
-        let mut ids: Vec<String> = m
+        let ids = m
             .get("tool_calls")
             .and_then(|c| c.as_array())
             .into_iter()
             .flatten()
-            .filter_map(|c| c.get("id").and_then(|i| i.as_str()).map(str::to_string))
-            .collect();
-        if let Some(id) = m.get("tool_call_id").and_then(|i| i.as_str()) {
-            ids.push(id.to_string());
-            conv.results.push(ToolResult {
-                call_id: id.to_string(),
-                content: super::result_text(m.get("content")),
-            });
-        }
-        conv.msgs.push(Msg {
-            digest: stitch::message_digest(role, &text, &ids),
-            is_assistant: role == "assistant",
-        });
+            .filter_map(|c| c.get("id").and_then(|i| i.as_str()));
+        let result = m
+            .get("tool_call_id")
+            .and_then(|i| i.as_str())
+            .map(|id| (id, super::result_text(m.get("content"))));
+        let role = m.get("role").and_then(|r| r.as_str()).unwrap_or("");
+        push_message(&mut conv, role, &text, ids, result);
     }
     Some(conv)
+}
+
+/// Adds one message (and the tool result it carries) to a conversation.
+fn push_message<'i>(
+    conv: &mut Conversation,
+    role: &str,
+    text: &TextDigest,
+    call_ids: impl Iterator<Item = &'i str>,
+    result: Option<(&str, String)>,
+) {
+    let mut ids: Vec<String> = call_ids.map(str::to_string).collect();
+    if let Some((id, content)) = result {
+        ids.push(id.to_string());
+        conv.results.push(ToolResult {
+            call_id: id.to_string(),
+            content,
+        });
+    }
+    conv.msgs.push(Msg {
+        digest: stitch::message_digest(role, text, &ids),
+        is_assistant: role == "assistant",
+    });
 }
 
 // === whole responses ===
@@ -627,11 +771,8 @@ mod tests {
         let d_stream = s.finish().assistant_digest.unwrap();
         assert_eq!(d_stream, d_whole);
         // As the next request carries it.
-        let next: serde_json::Value = serde_json::from_str(
-            r#"{"messages":[{"role":"assistant","content":"Hello, world!"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(conversation(&next).unwrap().msgs[0].digest, d_whole);
+        let next = br#"{"messages":[{"role":"assistant","content":"Hello, world!"}]}"#;
+        assert_eq!(conversation(next).unwrap().msgs[0].digest, d_whole);
         // A streamed tool call digests like the whole one.
         let mut s = ChatStream::new(Encoding::O200k, false);
         s.on_event(br#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"{}"}}]}}]}"#);
@@ -642,6 +783,55 @@ mod tests {
                 .unwrap()
                 .assistant_digest
         );
+    }
+
+    #[test]
+    fn typed_and_value_readings_of_a_conversation_agree() {
+        let bodies: &[&[u8]] = &[
+            br#"{"model":"m","messages":[{"role":"system","content":"Be  brief."},{"role":"user","content":[{"type":"text","text":"Hi"},{"type":"image_url","image_url":{"url":"x"}},{"text":"there"}]}]}"#,
+            br#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}},{"type":"function"}]},{"role":"tool","tool_call_id":"call_1","content":[{"type":"text","text":"22"},{"type":"other","text":"C"}]}]}"#,
+            br#"{"messages":[{"role":"tool","tool_call_id":"call_2","content":"sunny \u00e9"},{"role":"developer","content":"x"}]}"#,
+            // Shapes only the `Value` reading takes.
+            br#"{"messages":[{"role":"tool","tool_call_id":"c","content":{"b":1,"a":2}}]}"#,
+            br#"{"messages":[{"role":7,"content":"x"},"not a message",{"content":[1,{"type":5,"text":"t"}]}]}"#,
+            br#"{"messages":[{"role":"user","role":"assistant","content":"dup"}]}"#,
+            br#"{"messages":{"role":"user"}}"#,
+            br#"not json"#,
+        ];
+        for (i, body) in bodies.iter().enumerate() {
+            let typed = conversation(body);
+            let value = serde_json::from_slice(body)
+                .ok()
+                .and_then(|v| conversation_value(&v));
+            let key = |c: &Option<Conversation>| {
+                c.as_ref().map(|c| {
+                    let msgs: Vec<(u64, bool)> =
+                        c.msgs.iter().map(|m| (m.digest, m.is_assistant)).collect();
+                    let results: Vec<(String, String)> = c
+                        .results
+                        .iter()
+                        .map(|r| (r.call_id.clone(), r.content.clone()))
+                        .collect();
+                    (msgs, results)
+                })
+            };
+            assert_eq!(key(&typed), key(&value), "body {i}");
+            if i < 3 {
+                assert!(
+                    serde_json::from_slice::<RequestView>(body).is_ok(),
+                    "body {i} typed"
+                );
+            } else {
+                assert!(
+                    serde_json::from_slice::<RequestView>(body).is_err(),
+                    "body {i} value"
+                );
+            }
+        }
+        let c = conversation(bodies[1]).unwrap();
+        assert_eq!(c.results[0].call_id, "call_1");
+        assert_eq!(c.results[0].content, "22C");
+        assert_eq!(c.msgs.len(), 2);
     }
 
     #[test]
