@@ -265,7 +265,11 @@ pub async fn run(
         listeners.proxy,
         move |req| {
             let proxy = Arc::clone(&proxy);
-            async move { proxy.handle(req).await }
+            // Boxed: hyper keeps a slot the size of this future for every
+            // open connection, idle or not (~6.6 KB unboxed, most of it the
+            // upstream client's call); boxed, the state lives only while a
+            // request waits for its response head.
+            Box::pin(async move { proxy.handle(req).await })
         },
         stopped(stop_rx),
         Duration::from_millis(config.shutdown.drain_timeout_ms),

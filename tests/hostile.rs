@@ -447,6 +447,58 @@ async fn slowloris_connections_are_closed_and_do_not_block_others() {
     assert_nothing_leaked(&h).await;
 }
 
+/// The listener picks HTTP/1 or HTTP/2 by peeking at a connection's first
+/// bytes. A client that sends nothing is closed after the head timeout;
+/// one whose first bytes arrive piecemeal gets the protocol it speaks,
+/// with none of its bytes lost to the peek.
+#[tokio::test]
+async fn the_first_bytes_pick_the_protocol_however_they_arrive() {
+    let h = started(|c| c.limits.header_read_timeout_ms = 500).await;
+    // Silent: closed after the timeout, without a response.
+    let mut silent = TcpStream::connect(h.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("a silent connection is still open after 10 s");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    // HTTP/1 whose first byte ("P", as the HTTP/2 preface begins) comes
+    // alone: answered as HTTP/1, the byte included.
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let body = chat_body(false, false);
+    let rest = format!(
+        "OST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(rest.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of(&resp), 200, "{}", String::from_utf8_lossy(&resp));
+    // The HTTP/2 preface split in two: llmtap answers with its SETTINGS
+    // frame (an HTTP/1 codec would answer 400).
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut s = TcpStream::connect(h.addr).await.unwrap();
+    s.write_all(&preface[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(&preface[10..]).await.unwrap();
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head[3], 4, "not an HTTP/2 SETTINGS frame: {head:?}");
+    drop(s);
+    drop(silent);
+    assert_eq!(h.mock.state.request_count(), 1);
+    assert_nothing_leaked(&h).await;
+}
+
 #[tokio::test]
 async fn h2_many_streams_and_rapid_resets_leave_nothing_behind() {
     let h = started(|c| c.limits.h2_max_concurrent_streams = 16).await;
