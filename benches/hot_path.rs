@@ -240,6 +240,12 @@ fn bench_redact(c: &mut Criterion) {
     g.bench_function("64KiB_one_key", |b| {
         b.iter(|| black_box(r.redact(black_box(&dirty))).len())
     });
+    // Non-ASCII text (a Chinese / accented / emoji chat), no secret.
+    let unicode = "Les données sont arrivées à 14h — 数据已经到达，请检查。🙂 ".repeat(1200);
+    let unicode = &unicode[..unicode.floor_char_boundary(clean.len())];
+    g.bench_function("64KiB_non_ascii_clean", |b| {
+        b.iter(|| black_box(r.redact(black_box(unicode))).len())
+    });
     g.finish();
 }
 
