@@ -263,10 +263,23 @@ fn bench_conversation(c: &mut Criterion) {
         ));
     }
     agent.push_str("]}");
+    // A long chat: ~100 KiB of history in 60 turns of prose.
+    let prose = text(1700);
+    let mut long = String::from(r#"{"model":"gpt-4o","messages":["#);
+    for i in 0..60 {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        let comma = if i == 0 { "" } else { "," };
+        let content = serde_json::to_string(&prose).unwrap();
+        long.push_str(&format!(
+            r#"{comma}{{"role":"{role}","content":{content}}}"#
+        ));
+    }
+    long.push_str("]}");
     let mut g = c.benchmark_group("conversation");
     for (name, body) in [
         ("chat_2_messages", small),
         ("chat_40_messages_tools", agent.into_bytes()),
+        ("chat_60_turns_100KiB", long.into_bytes()),
     ] {
         let msgs = llmtap::providers::conversation(Endpoint::Chat, &body).map(|c| c.msgs.len());
         assert!(msgs.is_some_and(|n| n >= 2), "{name}: not a chat request");
