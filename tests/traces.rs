@@ -26,10 +26,21 @@ fn us(s: &Value, k: &str) -> i64 {
 /// One OpenAI-style agent loop: question → tool call → tool result → answer
 /// (streamed) → follow-up. `tag` keeps conversations apart.
 async fn openai_agent_loop(h: &Harness, c: &HttpClient, tag: &str, call_id: &str, pause: Duration) {
+    openai_agent_loop_with(h, c, tag, call_id, pause, "You are a helpful assistant.").await
+}
+
+async fn openai_agent_loop_with(
+    h: &Harness,
+    c: &HttpClient,
+    tag: &str,
+    call_id: &str,
+    pause: Duration,
+    system: &str,
+) {
     let url = h.url("/v1/chat/completions");
     let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
     let mut messages = vec![
-        json!({"role": "system", "content": "You are a helpful assistant."}),
+        json!({"role": "system", "content": system}),
         json!({"role": "user", "content": format!("What is the weather in Paris? ({tag})")}),
     ];
     // Turn 1: the model asks for a tool.
@@ -151,6 +162,39 @@ async fn an_openai_agent_loop_is_one_trace_with_a_tool_span() {
         .sum();
     assert_eq!(tree.totals.output_tokens, tokens);
     assert!(tree.totals.cost_usd.unwrap() > 0.0);
+}
+
+/// Requests of 16 KiB or more are stitched off the request path (on a
+/// blocking thread, finished by the exchange if the upstream answers
+/// first): the same trace, parents and tool span as inline.
+#[tokio::test]
+async fn a_long_context_agent_loop_is_stitched_the_same_off_the_request_path() {
+    let h = Harness::start().await;
+    let c = client();
+    let system = "You are a meticulous assistant. Follow every rule below.\n".repeat(700);
+    assert!(system.len() > 32 * 1024);
+    for (i, tag) in ["long-a", "long-b"].iter().enumerate() {
+        let call_id = format!("call_L{i}");
+        openai_agent_loop_with(&h, &c, tag, &call_id, Duration::from_millis(20), &system).await;
+    }
+    let spans = h.spans(8).await;
+    let mut traces: Vec<&str> = spans
+        .iter()
+        .filter_map(|s| s["trace_id"].as_str())
+        .collect();
+    traces.sort();
+    traces.dedup();
+    assert_eq!(traces.len(), 2, "{spans:#?}");
+    for (i, trace) in traces.iter().enumerate() {
+        let one: Vec<&Value> = spans.iter().filter(|s| s["trace_id"] == *trace).collect();
+        let call_id = one
+            .iter()
+            .find(|s| s["operation_type"] == "tool_call")
+            .and_then(|s| serde_json::from_str::<Value>(s["properties"].as_str()?).ok())
+            .and_then(|p| p["gen_ai.tool.call.id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("trace {i} has no tool span: {one:#?}"));
+        assert_agent_trace(&one, &call_id, 20.0);
+    }
 }
 
 #[tokio::test]
