@@ -8,7 +8,9 @@
 //! text on the path, and counts a full window there only when the encoder is
 //! already loaded, so a long generation is never held whole.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hasher};
+use std::sync::{Mutex, OnceLock};
 
 use bpe_openai::Tokenizer;
 
@@ -92,8 +94,41 @@ thread_local! {
         std::cell::RefCell::new([Default::default(), Default::default()]);
 }
 
+/// Texts at least this long have their count remembered: an agent or chat
+/// resends its whole history every turn, and without an answer from the
+/// provider each turn re-counted it (~3.5 ms of CPU for a 100 KiB history,
+/// measured through llmtap). Counted once, each old message costs a hash.
+const MEMO_MIN_BYTES: usize = 1024;
+
+/// Most texts remembered (then the memo starts over): ~24 bytes each.
+const MEMO_MAX_ENTRIES: usize = 8 * 1024;
+
+/// Counts of long texts, by encoding and a hash of the text.
+static MEMO: Mutex<Option<HashMap<(u8, u64), usize>>> = Mutex::new(None);
+
 /// Number of tokens in `text` (special tokens counted as plain text).
 pub fn count(enc: Encoding, text: &str) -> usize {
+    if text.len() < MEMO_MIN_BYTES {
+        return count_text(enc, text);
+    }
+    let mut h = DefaultHasher::new();
+    h.write(text.as_bytes());
+    let key = (enc as u8, h.finish());
+    let memo = || MEMO.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&n) = memo().as_ref().and_then(|m| m.get(&key)) {
+        return n;
+    }
+    let n = count_text(enc, text);
+    let mut memo = memo();
+    let map = memo.get_or_insert_with(HashMap::new);
+    if map.len() >= MEMO_MAX_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, n);
+    n
+}
+
+fn count_text(enc: Encoding, text: &str) -> usize {
     if text.is_empty() {
         return 0;
     }
@@ -230,6 +265,38 @@ mod tests {
         assert_eq!(encoding_for(Some("gpt-3.5-turbo")), Encoding::Cl100k);
         assert_eq!(encoding_for(Some("llama-3.1-70b")), Encoding::O200k);
         assert_eq!(encoding_for(None), Encoding::O200k);
+    }
+
+    #[test]
+    fn long_texts_are_counted_once_per_encoding() {
+        let text = "Paris is the capital of France, and its museums are many. ".repeat(40);
+        assert!(text.len() >= MEMO_MIN_BYTES);
+        let o200k = count(Encoding::O200k, &text);
+        assert_eq!(o200k, count_text(Encoding::O200k, &text));
+        // Remembered under its encoding: the other encoding counts anew.
+        let key = |enc: Encoding| {
+            let mut h = DefaultHasher::new();
+            h.write(text.as_bytes());
+            (enc as u8, h.finish())
+        };
+        let memo = MEMO
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|m| m.get(&key(Encoding::O200k)).copied());
+        assert_eq!(memo, Some(o200k));
+        assert_eq!(count(Encoding::O200k, &text), o200k);
+        assert_eq!(
+            count(Encoding::Cl100k, &text),
+            count_text(Encoding::Cl100k, &text)
+        );
+        // A different text of the same length is not taken for it.
+        let other = text.replace("Paris", "Lyon!");
+        assert_eq!(other.len(), text.len());
+        assert_eq!(
+            count(Encoding::O200k, &other),
+            count_text(Encoding::O200k, &other)
+        );
     }
 
     #[test]
