@@ -257,9 +257,9 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Most bytes of a request head (request line and headers). HTTP/1: the
-    /// read buffer (at least 8192; past it the client gets 431); HTTP/2: the
-    /// advertised `SETTINGS_MAX_HEADER_LIST_SIZE`.
+    /// Most bytes of a request head (request line and headers), at least
+    /// 8192. HTTP/1: past it the client gets 431 (it also caps the read
+    /// buffer); HTTP/2: the advertised `SETTINGS_MAX_HEADER_LIST_SIZE`.
     pub max_header_bytes: usize,
     /// Most bytes of a request body. A larger `Content-Length` gets 413
     /// before the upstream is contacted; a chunked body that grows past it is
@@ -267,7 +267,8 @@ pub struct LimitsConfig {
     pub max_body_bytes: u64,
     /// HTTP/1: time a client has to send a complete request head,
     /// milliseconds (against slowloris). Also closes idle keep-alive
-    /// connections that start a request and stall.
+    /// connections that start a request and stall, and new connections
+    /// (HTTP/1 or HTTP/2) that send nothing at all for this long.
     pub header_read_timeout_ms: u64,
     /// HTTP/2: most concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
