@@ -9,7 +9,8 @@
 //!
 //! The protocol is picked by peeking at a connection's first bytes (the
 //! HTTP/2 preface or not); a client that sends none within the head
-//! timeout is closed.
+//! timeout is closed, and one that has sent none when shutdown starts is
+//! closed at once (it has no exchange to drain).
 //!
 //! Limits (`[limits]`): the HTTP/1 head size (past it, 431) and the time
 //! to send a head (slowloris: the connection is closed), HTTP/2's header
@@ -64,6 +65,9 @@ pub async fn serve<F, Fut, B>(
 {
     let builders = Arc::new(Builders::new(&options.limits));
     let graceful = GracefulShutdown::new();
+    // Tells connections still deciding their protocol that the listener
+    // is stopping: they have no exchange to finish, so they end at once.
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -88,13 +92,17 @@ pub async fn serve<F, Fut, B>(
                 // Counted by the drain from here on, sniffing included.
                 let watcher = graceful.watcher();
                 let builders = Arc::clone(&builders);
+                let mut stop_rx = stop_rx.clone();
                 let open = options
                     .traffic
                     .as_ref()
                     .map(|t| GaugeGuard::new(t, |t| &t.open_connections));
                 tasks.spawn(async move {
                     let _open = open;
-                    let protocol = builders.pick(&stream).await;
+                    let protocol = tokio::select! {
+                        picked = builders.pick(&stream) => picked,
+                        _ = stop_rx.wait_for(|stop| *stop) => None,
+                    };
                     let io = TokioIo::new(stream);
                     let ended = match protocol {
                         Some(Protocol::Http1) => {
@@ -114,7 +122,10 @@ pub async fn serve<F, Fut, B>(
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => {
+                let _ = stopping.send(true);
+                break;
+            }
         }
     }
     drop(listener);

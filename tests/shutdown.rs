@@ -557,3 +557,35 @@ async fn sigkill_under_load_restarts_clean_and_loses_at_most_the_batch_window() 
         lost.len()
     );
 }
+
+/// A connection that has sent nothing when the signal comes does not hold
+/// the shutdown for the drain window: it has no exchange to finish.
+#[tokio::test]
+async fn a_silent_connection_does_not_hold_the_shutdown() {
+    let drain_ms = 20_000;
+    let mock = mock::MockProvider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spans.db");
+    let mut tap = Llmtap::start(dir.path(), &tap_config(&mock, &db, drain_ms), &[]);
+    let silent = tokio::net::TcpStream::connect(&tap.addr).await.unwrap();
+    // One exchange, so the connection above is surely accepted by now.
+    let got = send(
+        &client(),
+        Method::POST,
+        &tap.url("/v1/chat/completions"),
+        &[("content-type", "application/json")],
+        &chat(false),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    tap.signal("TERM");
+    let signalled = Instant::now();
+    let status = tap.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "exit took {:?} with a silent connection open",
+        signalled.elapsed()
+    );
+    drop(silent);
+}
