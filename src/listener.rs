@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(sniff(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
         // A method that shares the preface's first letter.
         assert_eq!(sniff(b"PUT / HTTP/1.1\r\n"), Some(Protocol::Http1));
-        // Too early to tell: the sniffing builder reads on.
+        // Too early to tell: `pick` peeks again.
         assert_eq!(sniff(b""), None);
         assert_eq!(sniff(b"P"), None);
         assert_eq!(sniff(b"PRI * HTTP/2.0\r\n"), None);

@@ -97,7 +97,7 @@ pub struct RequestSide {
 /// against the ~10 µs a blocking task costs to start.
 const DEFER_STITCH_BYTES: usize = 16 * 1024;
 
-/// What stitching needs of a request, and what it found.
+/// What stitching needs of a request.
 struct StitchInput {
     rec: Arc<Recording>,
     endpoint: Endpoint,
@@ -124,14 +124,12 @@ enum Stitching {
 impl DeferredStitch {
     fn resolve(&self) -> (Option<Turn>, Option<u64>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Stitching::Pending(input) = &*state {
-            let (stitched, chain) = stitch(input);
-            *state = Stitching::Done(stitched, chain);
-        }
-        match &*state {
-            Stitching::Done(stitched, chain) => (stitched.clone(), *chain),
-            Stitching::Pending(_) => (None, None),
-        }
+        let (stitched, chain) = match &*state {
+            Stitching::Done(stitched, chain) => return (stitched.clone(), *chain),
+            Stitching::Pending(input) => stitch(input),
+        };
+        *state = Stitching::Done(stitched.clone(), chain);
+        (stitched, chain)
     }
 }
 
