@@ -246,6 +246,19 @@ fn bench_redact(c: &mut Criterion) {
     g.bench_function("64KiB_non_ascii_clean", |b| {
         b.iter(|| black_box(r.redact(black_box(unicode))).len())
     });
+    // A whole span of `scripts/bench.sh`'s shape (small bodies): what the
+    // batcher pays per span on the common path.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("small_span", |b| {
+        b.iter_batched(
+            || span(0),
+            |mut s| {
+                r.redact_span(&mut s);
+                s
+            },
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 
