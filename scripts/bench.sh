@@ -58,6 +58,7 @@ ADMIN=127.0.0.1:$((BASE + 2))
 NGINX=127.0.0.1:$((BASE + 3))
 PLAIN=127.0.0.1:$((BASE + 4))
 PLAIN_ADMIN=127.0.0.1:$((BASE + 5))
+BARE=127.0.0.1:$((BASE + 6))
 
 log() { echo "[bench] $*" >&2; }
 
@@ -75,7 +76,7 @@ fi
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 
 log "building release binaries"
-cargo build --release --quiet --bin llmtap --example mock_provider
+cargo build --release --quiet --bin llmtap --example mock_provider --example bare_proxy
 
 # ---- limits: 1,000 streams need ~2,000 sockets in a proxy.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -83,7 +84,7 @@ NOFILE=$(ulimit -n)
 log "open files limit: $NOFILE"
 
 # ---- ports must be free
-for p in "$MOCK" "$PROXY" "$ADMIN" "$NGINX" "$PLAIN" "$PLAIN_ADMIN"; do
+for p in "$MOCK" "$PROXY" "$ADMIN" "$NGINX" "$PLAIN" "$PLAIN_ADMIN" "$BARE"; do
   if python3 -c 'import socket,sys; h,p=sys.argv[1].rsplit(":",1); s=socket.socket(); s.settimeout(0.3); sys.exit(0 if s.connect_ex((h,int(p)))==0 else 1)' "$p"; then
     echo "port $p is in use; set BENCH_PORT_BASE to another base port" >&2; exit 1
   fi
@@ -153,6 +154,12 @@ ENABLE_TRACING=false target/release/llmtap --config "$work/plain.toml" > "$work/
 PLAIN_PID=$!; pids+=("$PLAIN_PID")
 wait_tcp "$PLAIN" "llmtap (tracing off)"
 
+# ---- the floor: a bare hyper proxy (examples/bare_proxy.rs), none of
+# llmtap's work, on the same crates llmtap forwards with
+target/release/examples/bare_proxy "$BARE" "$MOCK" > "$work/bare.log" 2>&1 &
+BARE_PID=$!; pids+=("$BARE_PID")
+wait_tcp "$BARE" "bare hyper proxy"
+
 # ---- nginx (non-daemon child; its PID is the master's)
 mkdir -p "$work/nginx/tmp"
 sed -e "s/@MOCK@/$MOCK/" -e "s/@LISTEN@/$NGINX/" -e "s/@NOFILE@/$NOFILE/" \
@@ -171,7 +178,7 @@ for d in os.listdir("/proc"):
 print(n)' "$NGINX_PID")
 
 # ---- sanity: one request through each target
-for t in "$MOCK" "$PROXY" "$NGINX" "$PLAIN"; do
+for t in "$MOCK" "$PROXY" "$NGINX" "$PLAIN" "$BARE"; do
   python3 - "$t" <<'PY'
 import sys, urllib.request
 req = urllib.request.Request(f"http://{sys.argv[1]}/v1/chat/completions",
@@ -187,7 +194,7 @@ log "mock pid $MOCK_PID on $MOCK; llmtap pid $LLMTAP_PID on $PROXY; nginx pid $N
 python3 scripts/bench/driver.py $QUICK \
   --mock "$MOCK" --llmtap "$PROXY" --nginx "$NGINX" \
   --mock-pid "$MOCK_PID" --llmtap-pid "$LLMTAP_PID" --nginx-pid "$NGINX_PID" \
-  --plain "$PLAIN" --plain-pid "$PLAIN_PID" \
+  --plain "$PLAIN" --plain-pid "$PLAIN_PID" --bare "$BARE" --bare-pid "$BARE_PID" \
   --db "$work/llmtap.db" --out "$work/section.md" \
   --llmtap-config "$work/llmtap.toml" --nginx-config "$work/nginx/nginx.conf" \
   --nginx-workers "$NGINX_WORKERS" --nofile "$NOFILE" --cmdline "$CMDLINE" \

@@ -244,6 +244,9 @@ def main():
     ap.add_argument("--plain", default=None,
                     help="llmtap with ENABLE_TRACING=false (case 1 only)")
     ap.add_argument("--plain-pid", type=int, default=0)
+    ap.add_argument("--bare", default=None,
+                    help="examples/bare_proxy: a hyper proxy doing nothing else (case 1 only)")
+    ap.add_argument("--bare-pid", type=int, default=0)
     a = ap.parse_args()
 
     quick = a.quick
@@ -268,6 +271,8 @@ def main():
     case1_targets = list(targets)
     if a.plain:
         case1_targets.append(("llmtap, tracing off", a.plain, Proc("plain", a.plain_pid)))
+    if a.bare:
+        case1_targets.append(("bare hyper proxy", a.bare, Proc("bare", a.bare_pid)))
     load_before = open("/proc/loadavg").read().split()[:3]
 
     # Case 2 runs first, on a fresh llmtap, so the peak RSS of the
@@ -429,7 +434,12 @@ def main():
       + f"` with `worker_processes auto` (= {a.nginx_workers} here), `proxy_buffering off`, "
       "`proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, upstream "
       "`keepalive 64`, `keepalive_requests 100000`, `access_log off`. llmtap idle RSS "
-      f"after start: {a.idle_rss_kb / 1024:.1f} MB.\n")
+      f"after start: {a.idle_rss_kb / 1024:.1f} MB."
+      + (" Case 1 also runs llmtap with `ENABLE_TRACING=false`." if a.plain else "")
+      + (" *bare hyper proxy* is `examples/bare_proxy.rs`: hyper's HTTP/1 server and "
+         "hyper-util's pooled client (the crates llmtap forwards with) and nothing else, "
+         "so its CPU per request is the floor under any hyper-based proxy." if a.bare else "")
+      + "\n")
 
     # verdicts
     r32 = ratio(c1(32, "llmtap", "rps"), c1(32, "nginx", "rps"))
