@@ -65,6 +65,8 @@ pub enum RunError {
     AdminExposed(std::net::SocketAddr),
     #[error("OTLP export: {0}")]
     Otlp(#[from] otlp::OtlpError),
+    #[error("cannot start the finishing thread: {0}")]
+    Finisher(std::io::Error),
     #[error("invalid value for store: store = \"none\" needs an OTLP exporter (OTEL_EXPORTER_OTLP_ENDPOINT or [otlp] endpoint)")]
     NothingToRecordTo,
 }
@@ -177,6 +179,7 @@ pub async fn run(
             }),
             live: Arc::new(live::Live::new(live::DEFAULT_CAP)),
             drain_over: std::sync::atomic::AtomicBool::new(false),
+            finisher: Some(observe::Finisher::start().map_err(RunError::Finisher)?),
         });
         if recording.index.is_some() {
             // Tool calls whose results never come are written `cancelled`.
@@ -286,10 +289,14 @@ pub async fn run(
     )
     .await;
     if let Some((store, sink, batcher, recording)) = recorder {
+        let flush = Duration::from_millis(config.shutdown.flush_timeout_ms);
+        // Exchanges that ended are finished before anything is closed.
+        if let Some(f) = &recording.finisher {
+            f.settle(flush).await;
+        }
         // Tool calls still waiting for a result will never get one now.
         observe::expire_tool_calls(&recording, true);
         sink.close();
-        let flush = Duration::from_millis(config.shutdown.flush_timeout_ms);
         match batcher {
             Some(batcher) => {
                 let _ = batcher.await;

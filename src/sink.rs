@@ -305,7 +305,7 @@ impl SpanSink {
         self.queue.closed.load(Ordering::SeqCst)
     }
 
-    fn take(&self, max: usize) -> Vec<(Span, Vec<String>)> {
+    pub(crate) fn take(&self, max: usize) -> Vec<(Span, Vec<String>)> {
         let mut inner = self.lock();
         let n = inner.spans.len().min(max);
         let mut freed = 0;
