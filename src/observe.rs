@@ -1023,10 +1023,18 @@ impl Observer for ResponseObserver {
 
     fn on_end(self, end: End) {
         let ended = Instant::now();
+        if !self
+            .exchange
+            .rec
+            .finisher
+            .as_ref()
+            .is_some_and(Finisher::busy)
+        {
+            return self.end_at(end, ended);
+        }
         let rec = Arc::clone(&self.exchange.rec);
-        match &rec.finisher {
-            Some(f) if f.busy() => f.run(Box::new(move || self.end_at(end, ended))),
-            _ => self.end_at(end, ended),
+        if let Some(f) = &rec.finisher {
+            f.run(Box::new(move || self.end_at(end, ended)));
         }
     }
 }

@@ -181,7 +181,7 @@ fn prefilter(patterns: &[Regex]) -> Option<Prefilter> {
 struct Prefilter {
     finder: Finder,
     /// The non-ASCII characters of the literals left out.
-    non_ascii: Vec<String>,
+    non_ascii: Vec<char>,
     /// Bytes the windows overlap by (the longest literal, less one), so a
     /// literal across a window's end is still seen whole.
     overlap: usize,
@@ -203,7 +203,7 @@ const MAX_LITERAL: usize = 256;
 impl Prefilter {
     fn new(all: Vec<Vec<u8>>) -> Option<Prefilter> {
         let mut literals = Vec::new();
-        let mut non_ascii: Vec<String> = Vec::new();
+        let mut non_ascii: Vec<char> = Vec::new();
         for lit in all {
             if lit.is_ascii() {
                 literals.push(lit);
@@ -212,8 +212,8 @@ impl Prefilter {
             // Literals come from patterns, which are UTF-8.
             let text = String::from_utf8(lit).ok()?;
             for c in text.chars().filter(|c| !c.is_ascii()) {
-                if !non_ascii.iter().any(|n| n.starts_with(c)) {
-                    non_ascii.push(c.to_string());
+                if !non_ascii.contains(&c) {
+                    non_ascii.push(c);
                 }
             }
         }
@@ -240,7 +240,7 @@ impl Prefilter {
     fn may_match(&self, text: &str) -> bool {
         if !self.non_ascii.is_empty()
             && !text.is_ascii()
-            && self.non_ascii.iter().any(|c| text.contains(c.as_str()))
+            && self.non_ascii.iter().any(|&c| text.contains(c))
         {
             return true;
         }
@@ -394,37 +394,17 @@ mod required {
         match h.kind() {
             HirKind::Empty | HirKind::Look(_) => Some(vec![Vec::new()]),
             HirKind::Literal(l) => Some(vec![l.0.to_ascii_lowercase()]),
-            HirKind::Class(Class::Unicode(c)) => {
-                let mut out: Lang = Vec::new();
-                for r in c.ranges() {
-                    for ch in r.start()..=r.end() {
-                        let mut buf = [0u8; 4];
-                        let atom = ch.encode_utf8(&mut buf).as_bytes().to_ascii_lowercase();
-                        if !out.contains(&atom) {
-                            out.push(atom);
-                        }
-                        if out.len() > MAX_CLASS {
-                            return None;
-                        }
-                    }
-                }
-                Some(out)
-            }
-            HirKind::Class(Class::Bytes(c)) => {
-                let mut out: Lang = Vec::new();
-                for r in c.ranges() {
-                    for b in r.start()..=r.end() {
-                        let atom = vec![b.to_ascii_lowercase()];
-                        if !out.contains(&atom) {
-                            out.push(atom);
-                        }
-                        if out.len() > MAX_CLASS {
-                            return None;
-                        }
-                    }
-                }
-                Some(out)
-            }
+            HirKind::Class(Class::Unicode(c)) => atoms(c.ranges().iter().flat_map(|r| {
+                (r.start()..=r.end()).map(|ch| {
+                    let mut buf = [0u8; 4];
+                    ch.encode_utf8(&mut buf).as_bytes().to_vec()
+                })
+            })),
+            HirKind::Class(Class::Bytes(c)) => atoms(
+                c.ranges()
+                    .iter()
+                    .flat_map(|r| (r.start()..=r.end()).map(|b| vec![b])),
+            ),
             HirKind::Capture(c) => exact(&c.sub),
             HirKind::Repetition(r) => {
                 let sub = exact(&r.sub)?;
@@ -460,6 +440,23 @@ mod required {
                 Some(out)
             }
         }
+    }
+
+    /// A class's members (ASCII letters lowercased) as one-character
+    /// strings, when there are at most [`MAX_CLASS`] of them; stops reading
+    /// a large class at the first member past that.
+    fn atoms(members: impl Iterator<Item = Vec<u8>>) -> Option<Lang> {
+        let mut out: Lang = Vec::new();
+        for mut atom in members {
+            atom.make_ascii_lowercase();
+            if !out.contains(&atom) {
+                out.push(atom);
+                if out.len() > MAX_CLASS {
+                    return None;
+                }
+            }
+        }
+        Some(out)
     }
 
     /// Strings one of which every match of `h` contains (none empty).
