@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use http_body::{Body, Frame};
-use llmtap::providers::{Endpoint, EventStream, StreamParser};
-use llmtap::span::{Span, SpanStatus};
-use llmtap::tee::{End, Observer, Tee};
-use llmtap::tokens::{Encoding, StreamCounter};
+use llmtap::path::tee::{End, Observer, Tee};
+use llmtap::record::providers::{Endpoint, EventStream, StreamParser};
+use llmtap::record::span::{Span, SpanStatus};
+use llmtap::record::tokens::{Encoding, StreamCounter};
 
 /// A realistic OpenAI chat stream of `words` content chunks, as one buffer.
 fn chat_stream(words: usize, usage: bool) -> Vec<u8> {
@@ -103,12 +103,12 @@ fn bench_sse(c: &mut Criterion) {
 fn bench_estimator(c: &mut Criterion) {
     let t = text(4 << 20);
     // Load the encoder outside the measurement.
-    let _ = llmtap::tokens::count(Encoding::O200k, "warm up");
+    let _ = llmtap::record::tokens::count(Encoding::O200k, "warm up");
     let mut g = c.benchmark_group("estimator");
     g.throughput(Throughput::Bytes(t.len() as u64));
     g.sample_size(10);
     g.bench_function("o200k_whole_text", |b| {
-        b.iter(|| black_box(llmtap::tokens::count(Encoding::O200k, &t)))
+        b.iter(|| black_box(llmtap::record::tokens::count(Encoding::O200k, &t)))
     });
     // Streamed deltas of ~4 bytes, as generated text arrives.
     let deltas: Vec<&str> = t.split_inclusive(' ').collect();
@@ -198,10 +198,14 @@ fn span(i: i64) -> Span {
 fn bench_store(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let url =
-        llmtap::store::StoreUrl::parse(&format!("sqlite://{}/bench.db", dir.path().display()))
-            .unwrap();
-    let store = rt.block_on(llmtap::store::Store::open(&url)).unwrap();
+    let url = llmtap::output::store::StoreUrl::parse(&format!(
+        "sqlite://{}/bench.db",
+        dir.path().display()
+    ))
+    .unwrap();
+    let store = rt
+        .block_on(llmtap::output::store::Store::open(&url))
+        .unwrap();
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Elements(200));
     g.sample_size(30);
@@ -227,7 +231,7 @@ fn bench_store(c: &mut Criterion) {
 /// Redaction of a captured body with the default patterns: a 64 KiB chat
 /// request with no secret (the common case) and one with a key in it.
 fn bench_redact(c: &mut Criterion) {
-    let r = llmtap::redact::Redactor::defaults();
+    let r = llmtap::output::redact::Redactor::defaults();
     let clean = chat_stream(2000, true);
     let clean = String::from_utf8_lossy(&clean[..clean.len().min(64 * 1024)]).into_owned();
     let mut dirty = clean.clone();
@@ -294,12 +298,13 @@ fn bench_conversation(c: &mut Criterion) {
         ("chat_40_messages_tools", agent.into_bytes()),
         ("chat_60_turns_100KiB", long.into_bytes()),
     ] {
-        let msgs = llmtap::providers::conversation(Endpoint::Chat, &body).map(|c| c.msgs.len());
+        let msgs =
+            llmtap::record::providers::conversation(Endpoint::Chat, &body).map(|c| c.msgs.len());
         assert!(msgs.is_some_and(|n| n >= 2), "{name}: not a chat request");
         g.throughput(Throughput::Bytes(body.len() as u64));
         g.bench_function(name, |b| {
             b.iter(|| {
-                llmtap::providers::conversation(Endpoint::Chat, black_box(&body))
+                llmtap::record::providers::conversation(Endpoint::Chat, black_box(&body))
                     .map(|c| c.msgs.len())
                     .unwrap_or(0)
             })

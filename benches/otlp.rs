@@ -7,13 +7,13 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use llmtap::config::OtlpConfig;
-use llmtap::otlp::encode::{encode_request, Resource};
-use llmtap::sink::{Outputs, SpanSink};
-use llmtap::span::{Span, SpanStatus};
+use llmtap::output::otlp::encode::{encode_request, Resource};
+use llmtap::output::sink::{Outputs, SpanSink};
+use llmtap::record::span::{Span, SpanStatus};
 
 fn span(bodies: bool) -> Span {
     let mut s = Span::start(1_700_000_000_000_000);
-    s.parent_span_id = Some(llmtap::span::new_span_id());
+    s.parent_span_id = Some(llmtap::record::span::new_span_id());
     s.name = "chat gpt-4o-mini".into();
     s.operation_type = "llm_call".into();
     s.provider = "openai".into();
@@ -101,9 +101,12 @@ fn bench_send(c: &mut Criterion) {
         queue_max_spans: 10_000,
         ..OtlpConfig::default()
     };
-    let settings = llmtap::otlp::Settings::new(&config, &[]).unwrap();
-    let (exporter, _task) =
-        llmtap::otlp::spawn(&config, settings, llmtap::redact::Redactor::defaults());
+    let settings = llmtap::output::otlp::Settings::new(&config, &[]).unwrap();
+    let (exporter, _task) = llmtap::output::otlp::spawn(
+        &config,
+        settings,
+        llmtap::output::redact::Redactor::defaults(),
+    );
     let mut g = c.benchmark_group("sink_send");
     for (name, exporter, store) in [
         ("store_only", None, true),

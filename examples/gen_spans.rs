@@ -28,8 +28,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use llmtap::span::{Span, SpanStatus};
-use llmtap::store::{Store, StoreUrl};
+use llmtap::output::store::{Store, StoreUrl};
+use llmtap::record::span::{Span, SpanStatus};
 
 struct Args {
     spans: u64,
@@ -300,7 +300,7 @@ impl Gen {
 }
 
 async fn generate(a: &Args, store: &Store) {
-    let now = llmtap::span::now_us();
+    let now = llmtap::record::span::now_us();
     let span_us = a.days as i64 * 86_400_000_000;
     let t0 = now - span_us;
     // The mix below averages 1.478 spans per trace (measured: 10,000,000
@@ -408,7 +408,7 @@ async fn measure(a: &Args) {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let now = v["traces"][0]["start_time_us"]
         .as_i64()
-        .unwrap_or_else(llmtap::span::now_us)
+        .unwrap_or_else(llmtap::record::span::now_us)
         + 1;
     let day = 86_400_000_000i64;
     // A cursor 10 pages deep.

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use llmtap::stitch::{Index, PendingCall, Turn};
+use llmtap::record::stitch::{Index, PendingCall, Turn};
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")

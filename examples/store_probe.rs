@@ -18,9 +18,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use llmtap::config::Config;
-use llmtap::sink::{run_batcher, SpanSink};
-use llmtap::span::{Span, SpanStatus};
-use llmtap::store::{Store, StoreUrl};
+use llmtap::output::sink::{run_batcher, SpanSink};
+use llmtap::output::store::{Store, StoreUrl};
+use llmtap::record::span::{Span, SpanStatus};
 
 fn span(i: i64, bodies: bool) -> Span {
     let mut s = Span::start(1_700_000_000_000_000 + i);

@@ -415,7 +415,7 @@ impl Default for TracingConfig {
             api_key_salt: String::new(),
             exact_stream_usage: false,
             sample_rate: 1.0,
-            redact_patterns: crate::redact::DEFAULT_PATTERNS
+            redact_patterns: crate::output::redact::DEFAULT_PATTERNS
                 .iter()
                 .map(|p| p.to_string())
                 .collect(),
@@ -653,8 +653,8 @@ impl Config {
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         ] {
             if let Some(v) = env.get(key) {
-                for (k, v) in
-                    crate::otlp::parse_kv_list(v).map_err(|e| ConfigError::invalid(key, e))?
+                for (k, v) in crate::output::otlp::parse_kv_list(v)
+                    .map_err(|e| ConfigError::invalid(key, e))?
                 {
                     o.headers.insert(k, v);
                 }
@@ -701,7 +701,7 @@ impl Config {
             }
         }
         if let Some(v) = env.get("OTEL_RESOURCE_ATTRIBUTES") {
-            for (k, v) in crate::otlp::parse_kv_list(v)
+            for (k, v) in crate::output::otlp::parse_kv_list(v)
                 .map_err(|e| ConfigError::invalid("OTEL_RESOURCE_ATTRIBUTES", e))?
             {
                 if k == "service.name" {
@@ -781,7 +781,7 @@ impl Config {
                 "must be at least 65536",
             ));
         }
-        if let Err(e) = crate::redact::Redactor::new(&t.redact_patterns) {
+        if let Err(e) = crate::output::redact::Redactor::new(&t.redact_patterns) {
             return Err(ConfigError::invalid(
                 format!("tracing.redact_patterns[{}]", e.index),
                 e.to_string(),
@@ -807,7 +807,7 @@ impl Config {
         }
         self.limits.validate()?;
         if t.enabled && self.store == StoreKind::Database {
-            crate::store::StoreUrl::parse(&self.database_url)
+            crate::output::store::StoreUrl::parse(&self.database_url)
                 .map_err(|e| ConfigError::invalid("database_url", e.to_string()))?;
         }
         if !(0.0..=1.0).contains(&t.sample_rate) {
@@ -853,7 +853,7 @@ impl Config {
                     ),
                 ));
             }
-            crate::router::UpstreamBase::parse(&route.upstream, route.allow_insecure)
+            crate::path::router::UpstreamBase::parse(&route.upstream, route.allow_insecure)
                 .map_err(|e| ConfigError::invalid(key("upstream"), e))?;
             for (name, value) in [
                 ("connect_timeout_ms", route.connect_timeout_ms),

@@ -9,32 +9,10 @@
 //! together.
 
 pub mod admin;
-pub mod api;
 pub mod config;
-pub mod context;
-pub mod decode;
-pub mod error;
-pub mod exact_usage;
-pub mod hierarchy;
-pub mod listener;
-pub mod live;
-pub mod metrics;
-pub mod observe;
-pub mod otlp;
-pub mod pricing;
-pub mod providers;
-pub mod proxy;
-pub mod redact;
-pub mod router;
-pub mod sink;
-pub mod span;
-pub mod sse;
-pub mod stitch;
-pub mod store;
-pub mod tee;
-pub mod tokens;
-pub mod ui;
-pub mod upstream;
+pub mod output;
+pub mod path;
+pub mod record;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,10 +21,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::api;
 use crate::config::Config;
-use crate::observe::Recording;
-use crate::sink::SpanSink;
-use crate::store::{Store, StoreUrl};
+use crate::output::sink::SpanSink;
+use crate::output::store::{Store, StoreUrl};
+use crate::output::{metrics, otlp, redact, sink, store};
+use crate::path::{listener, proxy, router, upstream};
+use crate::record::observe::Recording;
+use crate::record::{context, live, observe, pricing, span, stitch};
 
 /// Errors that stop llmtap from starting.
 #[derive(Debug, thiserror::Error)]

@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("binding admin {}", config.admin_listen))?;
-        tracing::info!(admin = %config.admin_listen, store = %llmtap::store::redact(&config.database_url), "Starting");
+        tracing::info!(admin = %config.admin_listen, store = %llmtap::output::store::redact(&config.database_url), "Starting");
         llmtap::run(
             llmtap::Listeners {
                 proxy,

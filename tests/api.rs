@@ -693,14 +693,14 @@ async fn export_streams_json_and_ndjson() {
     let spans = seed(&h, &c).await;
     // Plus enough spans written straight to the store for several pages.
     let store = h.store().await;
-    let bulk: Vec<llmtap::span::Span> = (0..1234)
+    let bulk: Vec<llmtap::record::span::Span> = (0..1234)
         .map(|i| {
-            let mut s = llmtap::span::Span::start(1_600_000_000_000_000 + i / 3);
+            let mut s = llmtap::record::span::Span::start(1_600_000_000_000_000 + i / 3);
             s.name = "chat bulk".into();
             s.operation_type = "llm_call".into();
             s.provider = "openai".into();
             s.model = Some("bulk-model".into());
-            s.status = llmtap::span::SpanStatus::Completed;
+            s.status = llmtap::record::span::SpanStatus::Completed;
             s.request_body = Some(format!("{{\"i\":{i}}}"));
             s
         })

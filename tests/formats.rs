@@ -11,9 +11,9 @@ mod mock;
 
 use common::*;
 use http::{Method, StatusCode};
-use llmtap::pricing::{PriceTable, TokenCounts};
-use llmtap::providers::{estimate_input, Endpoint};
-use llmtap::tokens::{self, Encoding};
+use llmtap::record::pricing::{PriceTable, TokenCounts};
+use llmtap::record::providers::{estimate_input, Endpoint};
+use llmtap::record::tokens::{self, Encoding};
 use serde_json::{json, Value};
 
 /// The mock's default number of reply words.

@@ -445,7 +445,7 @@ async fn a_down_collector_slows_neither_requests_nor_the_store() {
 }
 
 fn traceparent(i: u32) -> (String, String) {
-    let trace = llmtap::span::new_trace_id();
+    let trace = llmtap::record::span::new_trace_id();
     (format!("00-{trace}-{:016x}-01", i + 1), trace)
 }
 
@@ -480,7 +480,7 @@ async fn sampling_keeps_or_drops_whole_traces() {
         }
         let expected: usize = all
             .iter()
-            .filter(|t| llmtap::sink::sampled(t, rate))
+            .filter(|t| llmtap::output::sink::sampled(t, rate))
             .count();
         let total = (traces * per_trace) as usize;
         let stored = h.spans(expected * per_trace as usize).await;
@@ -525,7 +525,7 @@ async fn tool_loop(h: &Harness, c: &HttpClient, i: usize) {
     let url = h.url("/v1/chat/completions");
     let call_id = format!("call_sample_{i}");
     let mut messages = vec![
-        serde_json::json!({"role": "user", "content": format!("Weather? (loop {i}, {})", llmtap::span::new_span_id())}),
+        serde_json::json!({"role": "user", "content": format!("Weather? (loop {i}, {})", llmtap::record::span::new_span_id())}),
     ];
     let body = serde_json::json!({"model": "gpt-4o-mini", "messages": messages});
     let got = post(

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use llmtap::tokens::{self, Encoding};
+use llmtap::record::tokens::{self, Encoding};
 use serde_json::Value;
 
 const KEY: &str = "sk-test-SECRET-0123456789";
@@ -72,8 +72,8 @@ async fn json_response_bytes_are_identical_and_span_has_every_field() {
     assert_eq!(s["reasoning_tokens"], 0);
     assert_eq!(s["tokens_estimated"], 0);
     // Priced from the response model with the shipped table.
-    let prices = llmtap::pricing::PriceTable::shipped().unwrap();
-    let tokens = llmtap::pricing::TokenCounts {
+    let prices = llmtap::record::pricing::PriceTable::shipped().unwrap();
+    let tokens = llmtap::record::pricing::TokenCounts {
         input: MOCK_PROMPT_TOKENS,
         output: 5,
         cached_input: 3,
@@ -176,7 +176,8 @@ async fn stream_without_usage_is_estimated_with_the_real_tokenizer() {
     let reply: String = mock::reply_words(40).concat();
     let expected_out = tokens::count(Encoding::O200k, &reply) as i64;
     let expected_in =
-        llmtap::providers::openai::estimate_chat_input(body.as_bytes(), Encoding::O200k).unwrap();
+        llmtap::record::providers::openai::estimate_chat_input(body.as_bytes(), Encoding::O200k)
+            .unwrap();
     assert_eq!(s["tokens_estimated"], 1);
     assert_eq!(s["output_tokens"], expected_out);
     assert_eq!(s["input_tokens"], expected_in);

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use http::StatusCode;
-use llmtap::span::{Span, SpanStatus};
-use llmtap::store::{Bucket, StatsQuery, Store, StoreUrl};
+use llmtap::output::store::{Bucket, StatsQuery, Store, StoreUrl};
+use llmtap::record::span::{Span, SpanStatus};
 
 const T0: i64 = 1_700_000_040_000_000; // a minute boundary
 
@@ -295,7 +295,7 @@ async fn both_stores_give_the_same_answers() {
     assert_eq!(sqlite.all_spans().await.unwrap(), want);
     assert_eq!(other.all_spans().await.unwrap(), want);
 
-    use llmtap::store::{SpanFilter, TraceQuery};
+    use llmtap::output::store::{SpanFilter, TraceQuery};
     let filters = [
         SpanFilter::default(),
         SpanFilter {

@@ -8,8 +8,8 @@ mod mock;
 use std::sync::OnceLock;
 
 use llmtap::config::Format;
-use llmtap::providers::{Endpoint, EventStream, ResponseFacts, StreamParser};
-use llmtap::tokens::Encoding;
+use llmtap::record::providers::{Endpoint, EventStream, ResponseFacts, StreamParser};
+use llmtap::record::tokens::Encoding;
 use proptest::prelude::*;
 
 struct Recorded {

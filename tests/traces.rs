@@ -136,7 +136,7 @@ async fn an_openai_agent_loop_is_one_trace_with_a_tool_span() {
         .trace(spans[0]["trace_id"].as_str().unwrap())
         .await
         .unwrap();
-    let tree = llmtap::hierarchy::assemble(trace).unwrap();
+    let tree = llmtap::admin::hierarchy::assemble(trace).unwrap();
     assert_eq!(tree.roots.len(), 1);
     let root = &tree.roots[0];
     let kids: Vec<&str> = root.children.iter().map(|n| n.span.name.as_str()).collect();
@@ -517,19 +517,19 @@ proptest! {
         };
         let a = build(&order_a, &sep_a);
         let b = build(&order_b, &sep_b);
-        let ca = llmtap::providers::conversation(llmtap::providers::Endpoint::Chat, a.as_bytes()).unwrap();
-        let cb = llmtap::providers::conversation(llmtap::providers::Endpoint::Chat, b.as_bytes()).unwrap();
-        let seed = llmtap::stitch::seed(Some("k"), "/v1");
+        let ca = llmtap::record::providers::conversation(llmtap::record::providers::Endpoint::Chat, a.as_bytes()).unwrap();
+        let cb = llmtap::record::providers::conversation(llmtap::record::providers::Endpoint::Chat, b.as_bytes()).unwrap();
+        let seed = llmtap::record::stitch::seed(Some("k"), "/v1");
         prop_assert_eq!(ca.chains(seed), cb.chains(seed));
         // The result's text is kept as sent; the call ids must match.
-        let ids = |c: &llmtap::stitch::Conversation| c.results.iter().map(|r| r.call_id.clone()).collect::<Vec<_>>();
+        let ids = |c: &llmtap::record::stitch::Conversation| c.results.iter().map(|r| r.call_id.clone()).collect::<Vec<_>>();
         prop_assert_eq!(ids(&ca), ids(&cb));
         // And a change of a word does change the key.
         let mut other = words.clone();
         other[0].push('x');
         let msgs = [message_json("user", &other, &sep_a, &order_a, None)];
         let c = format!("{{\"messages\": [{}]}}", msgs.join(","));
-        let cc = llmtap::providers::conversation(llmtap::providers::Endpoint::Chat, c.as_bytes()).unwrap();
+        let cc = llmtap::record::providers::conversation(llmtap::record::providers::Endpoint::Chat, c.as_bytes()).unwrap();
         prop_assert_ne!(cc.chains(seed)[0], ca.chains(seed)[0]);
     }
 }

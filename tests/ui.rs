@@ -30,7 +30,7 @@ fn header<'a>(got: &'a Got, name: &str) -> &'a str {
 async fn assets_have_their_types_etags_and_a_strict_csp() {
     let h = Harness::start().await;
     let c = client();
-    for asset in llmtap::ui::ASSETS {
+    for asset in llmtap::admin::ui::ASSETS {
         let got = get(&c, &h, asset.path, &[]).await;
         assert_eq!(got.status, StatusCode::OK, "{}", asset.path);
         assert_eq!(&got.body[..], asset.body, "{}", asset.path);
@@ -49,7 +49,10 @@ async fn assets_have_their_types_etags_and_a_strict_csp() {
         assert_eq!(header(&got, "x-content-type-options"), "nosniff");
         assert_eq!(header(&got, "cache-control"), "no-cache");
         let etag = header(&got, "etag").to_string();
-        assert_eq!(etag, format!("\"{:016x}\"", llmtap::ui::fnv1a(asset.body)));
+        assert_eq!(
+            etag,
+            format!("\"{:016x}\"", llmtap::admin::ui::fnv1a(asset.body))
+        );
         // Revalidation: the same ETag gives 304 and no body.
         let again = get(&c, &h, asset.path, &[("if-none-match", &etag)]).await;
         assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{}", asset.path);
@@ -107,7 +110,7 @@ async fn the_ui_opens_without_the_token_but_the_api_does_not() {
 
 #[test]
 fn no_asset_refers_to_another_origin() {
-    for asset in llmtap::ui::ASSETS {
+    for asset in llmtap::admin::ui::ASSETS {
         let text = std::str::from_utf8(asset.body).unwrap();
         for scheme in ["http://", "https://", "//fonts", "//cdn"] {
             for (i, _) in text.match_indices(scheme) {

@@ -8,9 +8,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use llmtap::config::Format;
-use llmtap::decode::Decoder;
-use llmtap::providers::{self, Endpoint, EventStream, StreamParser};
-use llmtap::tokens::Encoding;
+use llmtap::record::decode::Decoder;
+use llmtap::record::providers::{self, Endpoint, EventStream, StreamParser};
+use llmtap::record::tokens::Encoding;
 
 const ENDPOINTS: [Endpoint; 6] = [
     Endpoint::Chat,
@@ -46,14 +46,14 @@ fuzz_target!(|data: &[u8]| {
         let _ = providers::estimate_input(endpoint, body, Encoding::O200k);
     }
     let _ = Endpoint::classify(Format::Openai, &http::Method::POST, &String::from_utf8_lossy(body));
-    let _ = llmtap::exact_usage::inject(body);
+    let _ = llmtap::path::exact_usage::inject(body);
     // The query API's parameters (query string, times, cursors).
     let text = String::from_utf8_lossy(body);
-    if let Ok(params) = llmtap::api::Params::parse(Some(&text), llmtap::api::FILTER_PARAMS) {
+    if let Ok(params) = llmtap::admin::api::Params::parse(Some(&text), llmtap::admin::api::FILTER_PARAMS) {
         let _ = params.filter();
     }
-    let _ = llmtap::api::parse_time(&text);
-    let _ = llmtap::api::decode_cursor(&text);
+    let _ = llmtap::admin::api::parse_time(&text);
+    let _ = llmtap::admin::api::decode_cursor(&text);
     // Decoders (bounded output).
     for enc in ["gzip", "deflate", "br", "zstd"] {
         let mut d = Decoder::new(Some(enc), 1 << 20);

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use crate::mock::MockProvider;
 
 /// Every column of the span record.
-pub use llmtap::store::SPAN_COLUMNS as COLUMNS;
+pub use llmtap::output::store::SPAN_COLUMNS as COLUMNS;
 
 pub struct Harness {
     pub mock: MockProvider,
@@ -128,9 +128,9 @@ impl Harness {
 
     /// Opens the harness's store (beside llmtap's own), for tests that
     /// write or query it directly.
-    pub async fn store(&self) -> llmtap::store::Store {
-        let url = llmtap::store::StoreUrl::parse(&self.database_url).unwrap();
-        llmtap::store::Store::open(&url).await.unwrap()
+    pub async fn store(&self) -> llmtap::output::store::Store {
+        let url = llmtap::output::store::StoreUrl::parse(&self.database_url).unwrap();
+        llmtap::output::store::Store::open(&url).await.unwrap()
     }
 
     /// Whether this harness runs on PostgreSQL.
@@ -209,7 +209,7 @@ pub fn pg_server() -> Option<String> {
 /// its URL.
 pub async fn fresh_pg_database(server: &str) -> String {
     use sqlx::Connection;
-    let name = format!("llmtap_t_{}", &llmtap::span::new_trace_id()[..16]);
+    let name = format!("llmtap_t_{}", &llmtap::record::span::new_trace_id()[..16]);
     let mut conn = sqlx::PgConnection::connect(server).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
@@ -251,7 +251,7 @@ pub async fn test_database_url(db: &Path) -> String {
 
 /// A span as the JSON object `read_spans` gives (SQLite's `json_object` of
 /// the row: flags as 0/1, `properties` as its text).
-pub fn span_json(s: &llmtap::span::Span) -> Value {
+pub fn span_json(s: &llmtap::record::span::Span) -> Value {
     serde_json::json!({
         "trace_id": s.trace_id,
         "span_id": s.span_id,
@@ -303,9 +303,11 @@ pub async fn read_spans(db: &Path) -> Vec<Value> {
     if let Some(url) = pg {
         // A store of its own per read, closed after: no connection outlives
         // the test's runtime.
-        let store = llmtap::store::Store::open(&llmtap::store::StoreUrl::parse(&url).unwrap())
-            .await
-            .unwrap();
+        let store = llmtap::output::store::Store::open(
+            &llmtap::output::store::StoreUrl::parse(&url).unwrap(),
+        )
+        .await
+        .unwrap();
         let spans = store.all_spans().await.unwrap();
         store.close().await;
         return spans.iter().map(span_json).collect();

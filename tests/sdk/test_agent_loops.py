@@ -3,7 +3,7 @@ would drive them: the SDK's own returned objects go back into the history,
 only the base URL points at llmtap, and no tracing header is ever sent
 (`extra_headers` only steer the mock provider).
 
-llmtap must stitch each loop into one trace on its own (src/stitch.rs): the
+llmtap must stitch each loop into one trace on its own (src/record/stitch.rs): the
 first LLM call is the root, every later call hangs from it, and every tool
 call the model asked for becomes an `execute_tool {name}` span, child of the
 call that asked for it, lasting from the end of that call to the arrival of

@@ -30,9 +30,9 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::UpstreamConfig;
-use crate::error::{ProxyError, IDLE_TIMEOUT};
-use crate::metrics::{GaugeGuard, Traffic};
-use crate::router::Timeouts;
+use crate::output::metrics::{GaugeGuard, Traffic};
+use crate::path::error::{ProxyError, IDLE_TIMEOUT};
+use crate::path::router::Timeouts;
 
 /// The client's body as read by llmtap: capped at `limits.max_body_bytes`
 /// (a chunked upload that grows past it fails, and the upstream call with
@@ -44,7 +44,7 @@ pub type ClientBody = Limited<Incoming>;
 pub type UpstreamBody = http_body_util::Either<
     http_body_util::Either<
         ClientBody,
-        crate::tee::Tee<ClientBody, crate::observe::RequestObserver>,
+        crate::path::tee::Tee<ClientBody, crate::record::observe::RequestObserver>,
     >,
     http_body_util::Full<bytes::Bytes>,
 >;

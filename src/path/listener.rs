@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::config::LimitsConfig;
-use crate::metrics::{GaugeGuard, Traffic};
+use crate::output::metrics::{GaugeGuard, Traffic};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -10,8 +10,8 @@ use super::{
     push_capped, ApiError, ErrorObject, ResponseFacts, ToolCall, Usage, MAX_TOOL_ARGS,
     MAX_TOOL_CALLS,
 };
-use crate::stitch::{Conversation, ToolResult};
-use crate::tokens::{self, Encoding, StreamCounter};
+use crate::record::stitch::{Conversation, ToolResult};
+use crate::record::tokens::{self, Encoding, StreamCounter};
 
 #[derive(Deserialize, Default)]
 struct RUsage {

@@ -29,11 +29,11 @@ use http_body_util::{Either, Full};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::live::Live;
-use crate::span::Span;
-use crate::store::{
+use crate::output::store::{
     Bucket, SpanFilter, SpanKey, StatsQuery, Store, StoreError, TraceKey, TraceQuery, MAX_BUCKETS,
 };
+use crate::record::live::Live;
+use crate::record::span::Span;
 
 /// Default and largest page of `/api/traces`.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -278,7 +278,7 @@ impl Api {
         let page = self.store()?.traces(&q).await?;
         #[derive(Serialize)]
         struct Page<'a> {
-            traces: &'a [crate::store::TraceSummary],
+            traces: &'a [crate::output::store::TraceSummary],
             next_cursor: Option<String>,
             limit: usize,
         }
@@ -301,7 +301,7 @@ impl Api {
                 s.response_body = None;
             }
         }
-        match crate::hierarchy::assemble(spans) {
+        match crate::admin::hierarchy::assemble(spans) {
             Some(h) => Ok(json_response(StatusCode::OK, &h)),
             None => Err(ApiError::NotFound {
                 what: "trace",
@@ -327,13 +327,13 @@ impl Api {
         let cap = self
             .live
             .as_ref()
-            .map_or(crate::live::DEFAULT_CAP, |l| l.cap());
+            .map_or(crate::record::live::DEFAULT_CAP, |l| l.cap());
         let limit = p.limit("limit", 1000.min(cap.max(1)), cap.max(1))?;
-        let now = crate::span::now_us();
+        let now = crate::record::span::now_us();
         #[derive(Serialize)]
         struct Entry {
             #[serde(flatten)]
-            span: crate::live::LiveSpan,
+            span: crate::record::live::LiveSpan,
             status: &'static str,
             elapsed_ms: f64,
         }
@@ -361,7 +361,7 @@ impl Api {
 
     async fn stats(&self, query: Option<&str>) -> Result<Response<ApiBody>, ApiError> {
         let p = Params::parse(query, &["from", "to", "bucket"])?;
-        let to = p.time("to")?.unwrap_or_else(crate::span::now_us);
+        let to = p.time("to")?.unwrap_or_else(crate::record::span::now_us);
         let from = p
             .time("from")?
             .unwrap_or_else(|| to.saturating_sub(DEFAULT_STATS_RANGE_US));
@@ -873,7 +873,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// The opaque cursor: hex of `t1:{start}:{trace_id}`.
 pub fn encode_cursor(k: &TraceKey) -> String {
-    crate::span::hex(format!("t1:{}:{}", k.start_time_us, k.trace_id).as_bytes())
+    crate::record::span::hex(format!("t1:{}:{}", k.start_time_us, k.trace_id).as_bytes())
 }
 
 pub fn decode_cursor(s: &str) -> Result<TraceKey, ApiError> {
@@ -1012,9 +1012,9 @@ mod tests {
             "",
             "zz",
             "abc",
-            &crate::span::hex(b"t2:1:x"),
-            &crate::span::hex(b"t1:x:y"),
-            &crate::span::hex(b"t1:5:"),
+            &crate::record::span::hex(b"t2:1:x"),
+            &crate::record::span::hex(b"t1:x:y"),
+            &crate::record::span::hex(b"t1:5:"),
         ] {
             assert!(decode_cursor(bad).is_err(), "{bad:?}");
         }

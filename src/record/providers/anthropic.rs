@@ -13,8 +13,8 @@ use serde::Deserialize;
 use super::{
     push_capped, ErrorObject, ResponseFacts, ToolCall, Usage, MAX_TOOL_ARGS, MAX_TOOL_CALLS,
 };
-use crate::stitch::{self, Conversation, Msg, TextDigest, ToolResult};
-use crate::tokens::{self, Encoding, StreamCounter};
+use crate::record::stitch::{self, Conversation, Msg, TextDigest, ToolResult};
+use crate::record::tokens::{self, Encoding, StreamCounter};
 
 #[derive(Deserialize, Default, Clone, Copy, Debug)]
 struct AUsage {

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::span::Span;
+use crate::record::span::Span;
 
 /// Bucket boundaries of `gen_ai.client.operation.duration` (seconds).
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -565,7 +565,7 @@ fn histogram_family(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::span::SpanStatus;
+    use crate::record::span::SpanStatus;
 
     fn span(model: &str, ms: f64, status: SpanStatus) -> Span {
         let mut s = Span::start(0);

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 use regex::{Regex, RegexSet};
 
-use crate::span::Span;
+use crate::record::span::Span;
 
 /// What replaces a redacted secret.
 pub const REDACTED: &str = "[REDACTED]";

@@ -23,7 +23,7 @@ use std::ptr::{self, NonNull};
 use libsqlite3_sys as ffi;
 
 use super::SPAN_COLUMNS;
-use crate::span::Span;
+use crate::record::span::Span;
 
 /// An SQLite error from the raw insert: the extended result code and
 /// SQLite's message.

@@ -23,15 +23,15 @@ use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
-use crate::error::ProxyError;
-use crate::exact_usage::{self, StripUsage};
-use crate::metrics::{GaugeGuard, Metrics, Traffic};
-use crate::observe::{Exchange, Recording, ResponseObserver};
-use crate::providers::Endpoint;
-use crate::router::Router;
-use crate::span;
-use crate::tee::Tee;
-use crate::upstream::{self, ClientBody, IdleTimeout, Upstream, UpstreamBody};
+use crate::output::metrics::{GaugeGuard, Metrics, Traffic};
+use crate::path::error::ProxyError;
+use crate::path::exact_usage::{self, StripUsage};
+use crate::path::router::Router;
+use crate::path::tee::Tee;
+use crate::path::upstream::{self, ClientBody, IdleTimeout, Upstream, UpstreamBody};
+use crate::record::observe::{Exchange, Recording, ResponseObserver};
+use crate::record::providers::Endpoint;
+use crate::record::span;
 
 /// The upstream's body with the route's idle timeout.
 type FromUpstream = IdleTimeout<Incoming>;
@@ -271,10 +271,10 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
 async fn read_and_inject(
     parts: &mut http::request::Parts,
     body: ClientBody,
-    mut observer: crate::observe::RequestObserver,
+    mut observer: crate::record::observe::RequestObserver,
     max: usize,
 ) -> Result<(bool, Bytes), ProxyError> {
-    use crate::tee::{End, Observer};
+    use crate::path::tee::{End, Observer};
     use http_body_util::BodyExt;
     let declared = parts
         .headers

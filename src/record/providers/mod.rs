@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::config::Format;
-use crate::tokens::{Encoding, StreamCounter};
+use crate::record::tokens::{Encoding, StreamCounter};
 
 /// Token counts as reported (or estimated). `input` is the total input
 /// (cached and cache-write tokens included, as OpenTelemetry counts it);
@@ -188,7 +188,10 @@ pub fn parse_request(body: &[u8]) -> Option<RequestFacts> {
 
 /// The request's history, reduced for stitching (`None` for formats that
 /// have none).
-pub fn conversation(endpoint: Endpoint, body: &[u8]) -> Option<crate::stitch::Conversation> {
+pub fn conversation(
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Option<crate::record::stitch::Conversation> {
     let value = || serde_json::from_slice::<serde_json::Value>(body).ok();
     match endpoint {
         Endpoint::Chat => openai::conversation(body),
@@ -204,7 +207,7 @@ pub const MAX_TOOL_RESULT: usize = 64 * 1024;
 /// The text of a message `content`: a string, or the `text` of its parts
 /// (blocks joined by a separator), into a digest.
 pub(crate) fn digest_content(
-    d: &mut crate::stitch::TextDigest,
+    d: &mut crate::record::stitch::TextDigest,
     content: Option<&serde_json::Value>,
 ) {
     match content {
@@ -380,7 +383,7 @@ impl StreamParser {
 /// parser. Fed frame by frame; frame boundaries never change the result.
 #[derive(Debug)]
 pub struct EventStream {
-    sse: crate::sse::SseParser,
+    sse: crate::record::sse::SseParser,
     parser: StreamParser,
 }
 
@@ -388,7 +391,7 @@ impl EventStream {
     /// `max_event_bytes` caps one event (larger ones are skipped).
     pub fn new(parser: StreamParser, max_event_bytes: usize) -> Self {
         EventStream {
-            sse: crate::sse::SseParser::new(max_event_bytes),
+            sse: crate::record::sse::SseParser::new(max_event_bytes),
             parser,
         }
     }

@@ -24,7 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::Row;
 
 use super::{StoreError, SPAN_COLUMNS};
-use crate::span::Span;
+use crate::record::span::Span;
 
 /// The PostgreSQL migrations, in order (the same versions as SQLite's).
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -157,7 +157,7 @@ impl PgStore {
                     .await?;
                 sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                     .bind(version)
-                    .bind(crate::span::now_us())
+                    .bind(crate::record::span::now_us())
                     .execute(&mut *tx)
                     .await?;
                 Ok::<(), sqlx::Error>(())

@@ -9,7 +9,7 @@
 //! an API key or an auth header: a span record holds neither (only the
 //! salted key hash), and nothing here reads headers.
 
-use crate::span::{Span, SpanStatus};
+use crate::record::span::{Span, SpanStatus};
 
 // === protobuf wire format ===
 

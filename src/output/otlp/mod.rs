@@ -34,7 +34,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 
 use crate::config::{Compression, OtlpConfig, RouteConfig};
-use crate::span::Span;
+use crate::record::span::Span;
 
 /// What can be wrong with the exporter's settings.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ struct Shared {
     max_bytes: usize,
     last_drop_warning: Mutex<Option<Instant>>,
     /// The same patterns the store's writer applies (`tracing.redact_patterns`).
-    redactor: crate::redact::Redactor,
+    redactor: crate::output::redact::Redactor,
 }
 
 /// The handle `SpanSink` holds. Cloning is cheap.
@@ -120,7 +120,7 @@ pub struct Exporter {
 
 impl Exporter {
     /// An exporter queue sized by `config`; `spawn` starts its loop.
-    fn new(config: &OtlpConfig, redactor: crate::redact::Redactor) -> Exporter {
+    fn new(config: &OtlpConfig, redactor: crate::output::redact::Redactor) -> Exporter {
         Exporter {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner::default()),
@@ -275,7 +275,7 @@ impl Settings {
         ));
         let mut servers = HashMap::new();
         for r in routes {
-            if let Ok(base) = crate::router::UpstreamBase::parse(&r.upstream, true) {
+            if let Ok(base) = crate::path::router::UpstreamBase::parse(&r.upstream, true) {
                 let host = base.authority.host().trim_matches(['[', ']']).to_string();
                 let port = base.authority.port_u16().unwrap_or(
                     if base.scheme == http::uri::Scheme::HTTP {
@@ -335,7 +335,7 @@ fn client(connect_timeout: Duration) -> HttpClient {
 pub fn spawn(
     config: &OtlpConfig,
     settings: Settings,
-    redactor: crate::redact::Redactor,
+    redactor: crate::output::redact::Redactor,
 ) -> (Exporter, tokio::task::JoinHandle<()>) {
     let exporter = Exporter::new(config, redactor);
     // Logged without any userinfo the URL may carry.
@@ -410,7 +410,7 @@ fn prepare(
     let spans: Vec<Span> = batch
         .into_iter()
         .map(|(mut span, literals)| {
-            crate::redact::redact_literals(&mut span, &literals);
+            crate::output::redact::redact_literals(&mut span, &literals);
             shared.redactor.redact_span(&mut span);
             span
         })
@@ -618,7 +618,7 @@ mod tests {
                 batch_size: 100,
                 ..OtlpConfig::default()
             },
-            crate::redact::Redactor::default(),
+            crate::output::redact::Redactor::default(),
         );
         let spans: Vec<Span> = (0..5).map(|_| Span::start(0)).collect();
         let ids: Vec<String> = spans.iter().map(|s| s.span_id.clone()).collect();

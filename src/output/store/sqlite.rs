@@ -10,7 +10,7 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::{sqlite_insert, StoreError, MIGRATIONS};
-use crate::span::Span;
+use crate::record::span::Span;
 
 /// The writer connection's page cache, as SQLite's `cache_size` (negative:
 /// KiB). Measured with `scripts/store_bench.sh` and the bench's 1,000
@@ -161,7 +161,7 @@ impl SqliteStore {
                         "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                     )
                     .bind(version)
-                    .bind(crate::span::now_us())
+                    .bind(crate::record::span::now_us())
                     .execute(&mut *conn)
                     .await?;
                     Ok::<(), sqlx::Error>(())
@@ -226,7 +226,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::span::SpanStatus;
+    use crate::record::span::SpanStatus;
 
     #[tokio::test]
     async fn writes_reads_and_is_idempotent() {

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::span::{Span, SpanStatus};
+use crate::record::span::{Span, SpanStatus};
 
 /// Deepest nesting of the tree; deeper spans become roots.
 pub const MAX_DEPTH: usize = 100;

@@ -14,8 +14,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use crate::context::Explicit;
-use crate::span::Span;
+use crate::record::context::Explicit;
+use crate::record::span::Span;
 
 /// Default most in-flight exchanges listed.
 pub const DEFAULT_CAP: usize = 10_000;
@@ -164,7 +164,7 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::TraceParent;
+    use crate::record::context::TraceParent;
 
     fn span(start: i64) -> Span {
         let mut s = Span::start(start);

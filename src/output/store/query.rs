@@ -18,8 +18,8 @@
 
 use super::sql::{Db, DbRow, Dialect, Sql};
 use super::{StoreError, SPAN_COLUMNS};
-use crate::span::Span;
-use crate::span::SpanStatus;
+use crate::record::span::Span;
+use crate::record::span::SpanStatus;
 use serde::Serialize;
 
 /// Span-level filters, shared by the trace list and the export. Empty
@@ -629,7 +629,7 @@ mod tests {
     /// matching trace once.
     #[tokio::test]
     async fn both_plans_agree_page_by_page() {
-        use crate::span::SpanStatus;
+        use crate::record::span::SpanStatus;
         let dir = tempfile::tempdir().unwrap();
         let store = super::super::sqlite::SqliteStore::open(&dir.path().join("q.db"))
             .await

@@ -38,7 +38,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::sql::{Arg, Db, DbRow, Dialect, Sql};
 use super::StoreError;
-use crate::span::Span;
+use crate::record::span::Span;
 
 /// Histogram bins: 0 is [0, 1 ms), bin i in 1..63 is
 /// [2^((i-1)/3), 2^(i/3)) ms, the last is everything from 2^(62/3) ms up.
@@ -1064,10 +1064,10 @@ mod tests {
     fn span(
         start_us: i64,
         model: &str,
-        status: crate::span::SpanStatus,
+        status: crate::record::span::SpanStatus,
         ms: f64,
-    ) -> crate::span::Span {
-        let mut s = crate::span::Span::start(start_us);
+    ) -> crate::record::span::Span {
+        let mut s = crate::record::span::Span::start(start_us);
         s.name = format!("chat {model}");
         s.operation_type = "llm_call".into();
         s.provider = "openai".into();
@@ -1083,7 +1083,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_keep_rollups_exact_and_stats_read_them() {
-        use crate::span::SpanStatus::*;
+        use crate::record::span::SpanStatus::*;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
         let store = super::super::sqlite::SqliteStore::open(&path)
@@ -1204,7 +1204,7 @@ mod tests {
                 span(
                     1_700_000_000_000_000 + i * 1000,
                     "gpt-4o",
-                    crate::span::SpanStatus::Completed,
+                    crate::record::span::SpanStatus::Completed,
                     3.0,
                 )
             })
@@ -1236,7 +1236,7 @@ mod tests {
             .await
             .unwrap();
         let at = |i: i64| 1_700_000_000_000_000 + i * 1000;
-        let completed = crate::span::SpanStatus::Completed;
+        let completed = crate::record::span::SpanStatus::Completed;
         let sum = || async {
             let n: Option<i64> = sqlx::query_scalar("SELECT SUM(span_count) FROM rollup_hour")
                 .fetch_one(store.pool())

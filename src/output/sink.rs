@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::span::Span;
-use crate::store::Store;
+use crate::output::store::Store;
+use crate::record::span::Span;
 
 /// Counters, readable at any time (metrics, health, tests).
 #[derive(Debug, Default)]
@@ -50,7 +50,7 @@ pub struct Outputs {
     /// Keep spans for the batcher (a store exists).
     pub store: bool,
     /// The OTLP exporter, when configured.
-    pub exporter: Option<crate::otlp::Exporter>,
+    pub exporter: Option<crate::output::otlp::Exporter>,
     /// `tracing.sample_rate`.
     pub sample_rate: f64,
 }
@@ -102,7 +102,7 @@ struct Inner {
 struct Queue {
     inner: Mutex<Inner>,
     /// Every span sent is counted here too (Prometheus `/metrics`).
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<crate::output::metrics::Metrics>>,
     notify: Notify,
     closed: AtomicBool,
     /// Spans handed to `send_after` whose work has not finished.
@@ -112,7 +112,7 @@ struct Queue {
     stats: SinkStats,
     last_drop_warning: Mutex<Option<Instant>>,
     /// Secrets removed from each batch before it is written (`redact`).
-    redactor: std::sync::OnceLock<crate::redact::Redactor>,
+    redactor: std::sync::OnceLock<crate::output::redact::Redactor>,
     outputs: Outputs,
 }
 
@@ -131,7 +131,7 @@ impl SpanSink {
     pub fn with_metrics(
         batch_size: usize,
         max_bytes: usize,
-        metrics: Option<Arc<crate::metrics::Metrics>>,
+        metrics: Option<Arc<crate::output::metrics::Metrics>>,
     ) -> SpanSink {
         SpanSink::with_outputs(
             batch_size,
@@ -149,7 +149,7 @@ impl SpanSink {
     pub fn with_outputs(
         batch_size: usize,
         max_bytes: usize,
-        metrics: Option<Arc<crate::metrics::Metrics>>,
+        metrics: Option<Arc<crate::output::metrics::Metrics>>,
         outputs: Outputs,
     ) -> SpanSink {
         SpanSink {
@@ -171,7 +171,7 @@ impl SpanSink {
 
     /// Sets the patterns the batcher redacts every span with before it is
     /// written. Only the first call counts.
-    pub fn set_redactor(&self, redactor: crate::redact::Redactor) {
+    pub fn set_redactor(&self, redactor: crate::output::redact::Redactor) {
         let _ = self.queue.redactor.set(redactor);
     }
 
@@ -462,12 +462,12 @@ async fn redact_batch(sink: &SpanSink, batch: Vec<(Span, Vec<String>)>) -> Vec<S
     let n = batch.len() as u64;
     let queue = Arc::clone(&sink.queue);
     let job = move || {
-        let none = crate::redact::Redactor::default();
+        let none = crate::output::redact::Redactor::default();
         let r = queue.redactor.get().unwrap_or(&none);
         batch
             .into_iter()
             .map(|(mut span, literals)| {
-                crate::redact::redact_literals(&mut span, &literals);
+                crate::output::redact::redact_literals(&mut span, &literals);
                 r.redact_span(&mut span);
                 span
             })
@@ -535,7 +535,7 @@ mod tests {
         assert!(!sampled("0af7651916cd43dd0000000000000000", 0.0));
         // Half of random ids, within a wide margin.
         let kept = (0..10_000)
-            .filter(|_| sampled(&crate::span::new_trace_id(), 0.5))
+            .filter(|_| sampled(&crate::record::span::new_trace_id(), 0.5))
             .count();
         assert!((4_500..=5_500).contains(&kept), "{kept}");
     }

@@ -7,6 +7,10 @@
 //! data); `/api/` and `/metrics` ask for the admin token when one is
 //! configured.
 
+pub mod api;
+pub mod hierarchy;
+pub mod ui;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,10 +18,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::api::{Api, ApiBody};
-use crate::error::json_response;
-use crate::sink::SpanSink;
-use crate::store::Store;
+use crate::admin::api::{Api, ApiBody};
+use crate::output::sink::SpanSink;
+use crate::output::store::Store;
+use crate::path::error::json_response;
 
 /// How long `/readyz` waits for the store's round trip before it reports
 /// the store unreachable.
@@ -29,13 +33,13 @@ pub struct Admin {
     pub sink: Option<SpanSink>,
     pub queue_max_bytes: usize,
     /// Prometheus series (`/metrics`).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::output::metrics::Metrics>,
     /// The recorder's state, for `/metrics` gauges (`None` with tracing off).
-    pub recording: Option<Arc<crate::observe::Recording>>,
+    pub recording: Option<Arc<crate::record::observe::Recording>>,
     /// The query API under `/api/`.
     pub api: Api,
     /// The OTLP exporter, for `/metrics`.
-    pub exporter: Option<crate::otlp::Exporter>,
+    pub exporter: Option<crate::output::otlp::Exporter>,
 }
 
 impl Admin {
@@ -44,8 +48,8 @@ impl Admin {
         if path == "/api" || path.starts_with("/api/") {
             return self.api.handle(&req).await;
         }
-        if crate::ui::is_ui_path(path) {
-            return crate::ui::serve(req.method(), path, req.headers()).map(Either::Left);
+        if crate::admin::ui::is_ui_path(path) {
+            return crate::admin::ui::serve(req.method(), path, req.headers()).map(Either::Left);
         }
         // Metrics describe the traffic (models, providers, volumes): behind
         // the token too when one is set. Health stays open for probes.
@@ -71,7 +75,7 @@ impl Admin {
 
     fn metrics(&self) -> Response<Full<Bytes>> {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut extra = crate::metrics::Extra::default();
+        let mut extra = crate::output::metrics::Extra::default();
         if let Some(sink) = &self.sink {
             (extra.queue_spans, extra.queue_bytes) = sink.depth();
             let s = sink.stats();
@@ -84,7 +88,7 @@ impl Admin {
         }
         if let Some(e) = &self.exporter {
             let s = e.stats();
-            extra.otlp = Some(crate::metrics::OtlpExtra {
+            extra.otlp = Some(crate::output::metrics::OtlpExtra {
                 queue_spans: e.depth(),
                 exported: s.exported.load(Relaxed),
                 dropped: s.dropped.load(Relaxed),

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 pub use query::{like_escape, SpanFilter, SpanKey, TraceKey, TracePage, TraceQuery, TraceSummary};
 pub use rollup::{Bucket, Stats, StatsQuery, MAX_BUCKETS};
 
-use crate::span::Span;
+use crate::record::span::Span;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +210,7 @@ impl Store {
         let db = self.db();
         let mut insert = db.sql("INSERT INTO meta (key, value) VALUES ('api_key_salt', ");
         insert
-            .bind(crate::span::new_trace_id())
+            .bind(crate::record::span::new_trace_id())
             .push(") ON CONFLICT (key) DO NOTHING");
         db.execute(insert).await?;
         let row = db

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The price table shipped with llmtap.
-const SHIPPED: &str = include_str!("../config/pricing.toml");
+const SHIPPED: &str = include_str!("../../config/pricing.toml");
 /// The name used for the shipped table in error messages.
 const SHIPPED_SOURCE: &str = "config/pricing.toml (built in)";
 /// The fields of a `[models."NAME"]` table.

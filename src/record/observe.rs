@@ -17,15 +17,17 @@ use bytes::Bytes;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::context::Explicit;
-use crate::decode::Decoder;
-use crate::error::ProxyError;
-use crate::providers::{self, Endpoint, EventStream, RequestFacts, ResponseFacts, StreamParser};
-use crate::sink::SpanSink;
-use crate::span::{self, Span, SpanStatus};
-use crate::stitch::{self, PendingCall, Turn};
-use crate::tee::{End, Observer};
-use crate::tokens::{self, Encoding};
+use crate::output::sink::SpanSink;
+use crate::path::error::ProxyError;
+use crate::path::tee::{End, Observer};
+use crate::record::context::Explicit;
+use crate::record::decode::Decoder;
+use crate::record::providers::{
+    self, Endpoint, EventStream, RequestFacts, ResponseFacts, StreamParser,
+};
+use crate::record::span::{self, Span, SpanStatus};
+use crate::record::stitch::{self, PendingCall, Turn};
+use crate::record::tokens::{self, Encoding};
 
 /// Recording settings shared by every exchange.
 pub struct Recording {
@@ -34,15 +36,15 @@ pub struct Recording {
     pub max_capture_bytes: usize,
     pub max_parse_bytes: usize,
     pub api_key_salt: String,
-    pub pricing: crate::pricing::Pricing,
+    pub pricing: crate::record::pricing::Pricing,
     /// See `exact_usage`.
     pub exact_stream_usage: bool,
     /// Header values dropped for not being UTF-8.
-    pub context_stats: crate::context::ContextStats,
+    pub context_stats: crate::record::context::ContextStats,
     /// The stitching index (`None` when stitching is off).
-    pub index: Option<crate::stitch::Index>,
+    pub index: Option<crate::record::stitch::Index>,
     /// Exchanges in flight, for `/api/live`.
-    pub live: Arc<crate::live::Live>,
+    pub live: Arc<crate::record::live::Live>,
     /// Set at shutdown when the drain window ends with exchanges still open:
     /// those dropped from then on were cut by llmtap, not by their client.
     pub drain_over: std::sync::atomic::AtomicBool,
@@ -456,7 +458,7 @@ impl Exchange {
         let encoding = headers
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
-        let explicit = crate::context::from_headers(headers, &rec.context_stats);
+        let explicit = crate::record::context::from_headers(headers, &rec.context_stats);
         let seed = stitch::seed(span.api_key_hash.as_deref(), route);
         rec.live.insert(&span, &explicit);
         let mut observer = RequestObserver::new(
@@ -479,7 +481,7 @@ impl Exchange {
             explicit,
             seed,
             injected_usage: false,
-            secrets: crate::redact::header_secrets(headers),
+            secrets: crate::output::redact::header_secrets(headers),
             done: false,
         };
         (exchange, observer)
@@ -703,8 +705,8 @@ impl Exchange {
             }
             (End::Error(msg), _) => {
                 s.status = SpanStatus::Failed;
-                s.error_type = Some(if msg.starts_with(crate::error::IDLE_TIMEOUT) {
-                    crate::error::IDLE_TIMEOUT.into()
+                s.error_type = Some(if msg.starts_with(crate::path::error::IDLE_TIMEOUT) {
+                    crate::path::error::IDLE_TIMEOUT.into()
                 } else {
                     "upstream_stream_error".into()
                 });
@@ -913,7 +915,7 @@ fn price(rec: &Recording, s: &mut Span) {
     if !billed || (s.input_tokens.is_none() && s.output_tokens.is_none()) {
         return;
     }
-    let tokens = crate::pricing::TokenCounts {
+    let tokens = crate::record::pricing::TokenCounts {
         input: s.input_tokens.unwrap_or(0),
         output: s.output_tokens.unwrap_or(0),
         cached_input: s.cached_input_tokens.unwrap_or(0),
@@ -1097,7 +1099,9 @@ mod tests {
             max_capture_bytes: 10,
             max_parse_bytes: 100,
             api_key_salt: "salt".into(),
-            pricing: crate::pricing::Pricing::new(crate::pricing::PriceTable::default()),
+            pricing: crate::record::pricing::Pricing::new(
+                crate::record::pricing::PriceTable::default(),
+            ),
             exact_stream_usage: false,
             context_stats: Default::default(),
             index: None,
@@ -1183,10 +1187,12 @@ mod tests {
             max_capture_bytes: 0,
             max_parse_bytes: 1 << 20,
             api_key_salt: "salt".into(),
-            pricing: crate::pricing::Pricing::new(crate::pricing::PriceTable::default()),
+            pricing: crate::record::pricing::Pricing::new(
+                crate::record::pricing::PriceTable::default(),
+            ),
             exact_stream_usage: false,
             context_stats: Default::default(),
-            index: Some(crate::stitch::Index::new(
+            index: Some(crate::record::stitch::Index::new(
                 Duration::from_secs(60),
                 1000,
                 1000,
