@@ -30,11 +30,14 @@
 #           (x-mock-delay-ms 5 and 20): TTFB, total, proxy peak RSS (VmHWM);
 #        3. a fixed-rate mixed run through llmtap, sampling its RSS and CPU
 #           every second, then checking span rows == requests sent (after 2 s);
-#   5. appends the results section to BENCHMARKS.md (and prints it).
+#   5. writes the run to its own file, docs/benchmarks/runs/<UTC>-<commit>.md
+#      (e.g. 2026-12-07T1803Z-9ee1e44.md; printed), and rebuilds the summary
+#      of BENCHMARKS.md (between its bench-summary markers) from the runs
+#      folder with scripts/bench/summary.py. Nothing is appended anywhere.
 #
-# Environment knobs: BENCH_PORT_BASE (default 19320; uses 6 ports from it),
+# Environment knobs: BENCH_PORT_BASE (default 19320; uses 7 ports from it),
 # BENCH_STREAMS (1000), BENCH_STREAM_DELAYS ("5,20"), BENCH_MIXED_RATE (400),
-# BENCH_OUT (BENCHMARKS.md).
+# BENCH_RUNS_DIR (docs/benchmarks/runs), BENCH_SUMMARY (BENCHMARKS.md).
 #
 # Every process it starts is ended by PID on exit (trap EXIT); every loop and
 # every load run is bounded.
@@ -45,12 +48,13 @@ QUICK=""
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK="--quick" ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (usage: bash scripts/bench.sh [--quick])" >&2; exit 2 ;;
   esac
 done
 CMDLINE="bash scripts/bench.sh${QUICK:+ $QUICK}"
-OUT=${BENCH_OUT:-BENCHMARKS.md}
+RUNS_DIR=${BENCH_RUNS_DIR:-docs/benchmarks/runs}
+SUMMARY=${BENCH_SUMMARY:-BENCHMARKS.md}
 BASE=${BENCH_PORT_BASE:-19320}
 MOCK=127.0.0.1:$BASE
 PROXY=127.0.0.1:$((BASE + 1))
@@ -190,22 +194,19 @@ PY
 done
 log "mock pid $MOCK_PID on $MOCK; llmtap pid $LLMTAP_PID on $PROXY; nginx pid $NGINX_PID ($NGINX_WORKERS workers) on $NGINX"
 
-# ---- measure
-python3 scripts/bench/driver.py $QUICK \
+# ---- measure (the driver writes the run's own file and prints its path)
+RUN_FILE=$(python3 scripts/bench/driver.py $QUICK \
   --mock "$MOCK" --llmtap "$PROXY" --nginx "$NGINX" \
   --mock-pid "$MOCK_PID" --llmtap-pid "$LLMTAP_PID" --nginx-pid "$NGINX_PID" \
   --plain "$PLAIN" --plain-pid "$PLAIN_PID" --bare "$BARE" --bare-pid "$BARE_PID" \
-  --db "$work/llmtap.db" --out "$work/section.md" \
-  --llmtap-config "$work/llmtap.toml" --nginx-config "$work/nginx/nginx.conf" \
+  --db "$work/llmtap.db" --runs-dir "$RUNS_DIR" \
+  --llmtap-config "$work/llmtap.toml" \
   --nginx-workers "$NGINX_WORKERS" --nofile "$NOFILE" --cmdline "$CMDLINE" \
-  --idle-rss-kb "$IDLE_RSS"
-
-if [ ! -s "$OUT" ]; then
-  cp scripts/bench/header.md "$OUT"
-fi
-{ echo; cat "$work/section.md"; } >> "$OUT"
-cat "$work/section.md"
-log "results appended to $OUT"
+  --idle-rss-kb "$IDLE_RSS")
+cat "$RUN_FILE"
+log "run written to $RUN_FILE"
+python3 scripts/bench/summary.py --runs "$RUNS_DIR" --summary "$SUMMARY"
+log "summary of $SUMMARY rebuilt from $RUNS_DIR"
 if grep -q "ERROR" "$work/llmtap.log"; then
   log "llmtap logged errors:"; grep "ERROR" "$work/llmtap.log" | head -5 >&2
 fi

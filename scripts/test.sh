@@ -13,6 +13,7 @@
 #  5. the web UI in headless Chromium (playwright-core from npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python3 scripts/check_links.py  # first, it is fast: every relative link and #anchor in the documents resolves
 cargo test --locked --lib --bins --tests "$@"
 if [ "${LLMTAP_SKIP_PG:-0}" != "1" ]; then
     bash scripts/pg_test.sh --tests "$@"

@@ -3,8 +3,12 @@
 
 bench.sh starts the servers (mock provider, llmtap, nginx) and calls this
 with their addresses and PIDs. This runs every case, alternating targets
-and rotating their order each round, and writes one Markdown results
-section to --out. Progress goes to stderr.
+and rotating their order each round, and writes one Markdown results file
+into --runs-dir, named by the run's UTC time and commit
+(YYYY-MM-DDTHHMMZ-<git describe>.md, e.g. 2026-12-07T1803Z-9ee1e44.md),
+then prints that file's path on stdout (the only thing printed there).
+Progress goes to stderr. scripts/bench/summary.py then rebuilds the summary
+in BENCHMARKS.md from the runs folder.
 
 Every external command is bounded: wrk by -d (and a subprocess timeout),
 the Python load client by its own timeouts (and a subprocess timeout).
@@ -234,9 +238,9 @@ def main():
     ap.add_argument("--llmtap-pid", type=int, required=True)
     ap.add_argument("--nginx-pid", type=int, required=True)
     ap.add_argument("--db", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--runs-dir", required=True,
+                    help="folder the run's own file is written to (docs/benchmarks/runs)")
     ap.add_argument("--llmtap-config", required=True)
-    ap.add_argument("--nginx-config", required=True)
     ap.add_argument("--nginx-workers", required=True)
     ap.add_argument("--nofile", required=True)
     ap.add_argument("--cmdline", required=True)
@@ -405,7 +409,8 @@ def main():
     L = []
     w = L.append
     label = "Quick run (`--quick`)" if quick else "Full run"
-    w(f"## {label}: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    now = time.gmtime()
+    w(f"# {label}: {time.strftime('%Y-%m-%d %H:%M UTC', now)}\n")
 
     cpu_model = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
     mem_kb = status_like("/proc/meminfo", "MemTotal")
@@ -414,13 +419,15 @@ def main():
       f"load average before/after: {' '.join(load_before)} / {' '.join(load_after)}. "
       "Every process (load generator, mock provider, proxy) shares the same "
       "cores over loopback.\n")
+    commit = sh("git -C " + shlex.quote(os.path.dirname(os.path.dirname(HERE)))
+                + " describe --always --dirty 2>/dev/null || echo unknown")
+    commit = re.sub(r"[^A-Za-z0-9._-]", "_", commit) or "unknown"
     w("**Versions.** " + "; ".join([
         sh("wrk -v 2>&1 | head -1 | cut -d' ' -f1,2"),
         sh("nginx -v 2>&1"),
         "Python " + platform.python_version(),
         sh("rustc --version"),
-        "llmtap " + sh("git -C " + shlex.quote(os.path.dirname(os.path.dirname(HERE)))
-                       + " describe --always --dirty 2>/dev/null || echo unknown"),
+        "llmtap " + commit,
     ]) + ".\n")
     w(f"**Command.** `{a.cmdline}` — {rounds} round(s), wrk runs of {secs} s, "
       f"targets alternated and their order rotated each round; figures are medians "
@@ -474,7 +481,7 @@ def main():
         flat = abs(growth) <= max(2.0, 0.05 * first)
     lost = mixed["sent"] - spans_new
 
-    w("### Targets\n")
+    w("## Targets\n")
     w("| target | measured | verdict |")
     w("|---|---|---|")
     w(f"| throughput ≥ 1.0× nginx while tracing every request | c=1: {fmt(r1)}×, c=32: "
@@ -495,7 +502,7 @@ def main():
     w("")
 
     # case 1
-    w("### 1. Non-streamed chat completions (wrk, 8-word replies)\n")
+    w("## 1. Non-streamed chat completions (wrk, 8-word replies)\n")
     w(f"`wrk -t1 -c{{1,32,256}} -d{secs}s --latency -s scripts/bench/chat.lua "
       "http://ADDR/v1/chat/completions` (POST, 118-byte body). CPU per request = "
       "(utime+stime of the process from /proc/PID/stat, after − before) ÷ completed "
@@ -534,7 +541,7 @@ def main():
                               for n, _, _ in case1_targets) for c in concs) + ".\n")
 
     # case 2
-    w("### 2. Streaming\n")
+    w("## 2. Streaming\n")
     w(f"**Solo time to first byte** (`python3 scripts/bench/httpclient.py streams --addr ADDR "
       f"--conns 1 --per-conn {solo_streams} --stagger-ms 0 --words 50 --delay-ms 0`: one "
       "keep-alive connection, streams one after another, `stream_options.include_usage`; "
@@ -581,7 +588,7 @@ def main():
         w("")
 
     # case 3
-    w("### 3. Mixed fixed-rate run through llmtap\n")
+    w("## 3. Mixed fixed-rate run through llmtap\n")
     pk = mixed["per_kind"]
     w(f"`python3 scripts/bench/httpclient.py mixed --addr {a.llmtap} --rate {mixed_rate:g} "
       f"--duration {mixed_secs}`: open loop, one request every 1/{mixed_rate:g} s over a "
@@ -623,7 +630,7 @@ def main():
     w(", ".join(f"{t:.0f}: {r / 1024:.1f}/{c:.0f}" for t, r, c in samples))
     w("\n</details>\n")
 
-    w("### llmtap memory over the whole run\n")
+    w("## llmtap memory over the whole run\n")
     w("| point | llmtap RSS MB |")
     w("|---|---:|")
     for lbl, v in timeline:
@@ -636,12 +643,22 @@ def main():
     w("")
     w("<details><summary>Generated configs</summary>\n")
     w("llmtap:\n\n```toml\n" + open(a.llmtap_config).read().strip() + "\n```\n")
-    w("nginx:\n\n```nginx\n" + open(a.nginx_config).read().strip() + "\n```\n")
+    w(nginx_line(a.mock, a.nginx, a.nofile) + "\n")
     w("</details>\n")
 
-    with open(a.out, "w") as f:
+    os.makedirs(a.runs_dir, exist_ok=True)
+    path = os.path.join(a.runs_dir, f"{time.strftime('%Y-%m-%dT%H%MZ', now)}-{commit}.md")
+    with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
     log(f"done in {elapsed / 60:.1f} min")
+    print(path)
+
+
+def nginx_line(mock, listen, nofile):
+    """The nginx config of a run, said once: the template and its values
+    (the template is scripts/bench/nginx.conf.in; bench.sh fills it in)."""
+    return ("nginx: [`scripts/bench/nginx.conf.in`](../../../scripts/bench/nginx.conf.in) "
+            f"with `@MOCK@` = `{mock}`, `@LISTEN@` = `{listen}`, `@NOFILE@` = `{nofile}`.")
 
 
 def status_like(path, key):
