@@ -1159,6 +1159,23 @@ impl Pricing {
         }
         None
     }
+
+    /// Fills a span's `cost_usd` from its tokens, for billed calls (LLM
+    /// calls and embeddings; token counting, for one, is free).
+    pub fn price_span(&self, s: &mut crate::record::span::Span) {
+        let billed = matches!(s.operation_type.as_str(), "llm_call" | "embedding");
+        if !billed || (s.input_tokens.is_none() && s.output_tokens.is_none()) {
+            return;
+        }
+        let tokens = TokenCounts {
+            input: s.input_tokens.unwrap_or(0),
+            output: s.output_tokens.unwrap_or(0),
+            cached_input: s.cached_input_tokens.unwrap_or(0),
+            cache_write: s.cache_write_tokens.unwrap_or(0),
+            reasoning: s.reasoning_tokens.unwrap_or(0),
+        };
+        s.cost_usd = self.price(s.response_model.as_deref(), s.model.as_deref(), &tokens);
+    }
 }
 
 #[cfg(test)]
