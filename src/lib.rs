@@ -1,18 +1,21 @@
 //! llmtap: a transparent reverse proxy that records every LLM call as a
 //! span.
 //!
-//! The modules follow the data path (see ARCHITECTURE.md):
-//! `listener` → `router` → `proxy` → `upstream`, with `tee` + `observe`
-//! watching both bodies, `providers` / `sse` / `decode` / `tokens` reading
-//! them, and `span` → `sink` → `store` (and `otlp`, the OpenTelemetry
-//! exporter) recording the result in the background. `run` wires them
-//! together.
+//! The modules follow the data path (see ARCHITECTURE.md), in four wings:
+//! `path` (`listener` → `router` → `proxy` → `upstream`, with `tee`
+//! copying both bodies), `record` (the observers and the `Exchange` that
+//! turn the copies into a span: `providers` / `sse` / `decode` / `tokens`
+//! / `pricing` / `stitch`), `output` (`sink` → `store`, and `otlp`, the
+//! OpenTelemetry exporter, recording the result in the background) and
+//! `admin`. `run` wires them together; `recorder` starts and stops the
+//! recording side.
 
 pub mod admin;
 pub mod config;
 pub mod output;
 pub mod path;
 pub mod record;
+mod recorder;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,12 +26,10 @@ use tokio::sync::watch;
 
 use crate::admin::api;
 use crate::config::Config;
-use crate::output::sink::SpanSink;
-use crate::output::store::{Store, StoreUrl};
-use crate::output::{metrics, otlp, redact, sink, store};
+use crate::output::{metrics, otlp, redact, store};
 use crate::path::{listener, proxy, router, upstream};
-use crate::record::observe::Recording;
-use crate::record::{context, live, observe, pricing, span, stitch};
+use crate::record::pricing;
+use crate::recorder::Recorder;
 
 /// Errors that stop llmtap from starting.
 #[derive(Debug, thiserror::Error)]
@@ -80,150 +81,22 @@ pub async fn run(
         router.timeouts().map(|t| t.connect),
         Arc::clone(&metrics.traffic),
     );
-
     // The recorder: store (unless `store = "none"`), queue and batcher, the
     // OTLP exporter when configured (all absent with tracing off).
-    let mut recorder = None;
-    let mut exporter = None;
-    if config.tracing.enabled {
-        let use_store = config.store == config::StoreKind::Database;
-        if !use_store && !config.otlp.enabled() {
-            return Err(RunError::NothingToRecordTo);
-        }
-        let store = if use_store {
-            let url = StoreUrl::parse(&config.database_url)?;
-            Some(Store::open(&url).await?)
-        } else {
-            None
-        };
-        // Secrets are removed before a span is stored or exported.
-        let redactor = redact::Redactor::new(&config.tracing.redact_patterns)?;
-        if config.otlp.enabled() {
-            let settings = otlp::Settings::new(&config.otlp, &config.routes)?;
-            exporter = Some(otlp::spawn(&config.otlp, settings, redactor.clone()));
-        }
-        let salt = if !config.tracing.api_key_salt.is_empty() {
-            config.tracing.api_key_salt.clone()
-        } else if let Some(store) = &store {
-            store.salt().await?
-        } else {
-            // No store to keep a salt in: a random one for this process
-            // (hashes are stable until restart).
-            span::new_trace_id()
-        };
-        if config.tracing.max_rows_per_statement.is_some() {
-            tracing::warn!(
-                "tracing.max_rows_per_statement is no longer used and is ignored \
-                 (SQLite inserts one prepared row at a time, PostgreSQL uses COPY); remove it"
-            );
-        }
-        let prices = pricing::PriceTable::load(config.pricing_file.as_deref())?;
-        tracing::info!(
-            models = prices.len(),
-            checked = prices.checked(),
-            "Prices loaded"
-        );
-        let sink = SpanSink::with_outputs(
-            config.tracing.batch_size,
-            config.tracing.queue_max_bytes,
-            Some(Arc::clone(&metrics)),
-            sink::Outputs {
-                store: store.is_some(),
-                exporter: exporter.as_ref().map(|(e, _)| e.clone()),
-                sample_rate: config.tracing.sample_rate,
-            },
-        );
-        sink.set_redactor(redactor);
-        let batcher = store.clone().map(|store| {
-            tokio::spawn(sink::run_batcher(
-                sink.clone(),
-                store,
-                Duration::from_millis(config.tracing.batch_interval_ms),
-                Duration::from_millis(config.tracing.min_flush_gap_ms),
-                Duration::from_millis(config.shutdown.flush_timeout_ms),
-            ))
-        });
-        let recording = Arc::new(Recording {
-            sink: sink.clone(),
-            capture_bodies: config.tracing.capture_bodies,
-            max_capture_bytes: config.tracing.max_capture_bytes,
-            max_parse_bytes: config.tracing.max_parse_bytes,
-            api_key_salt: salt,
-            pricing: pricing::Pricing::new(prices),
-            exact_stream_usage: config.tracing.exact_stream_usage,
-            context_stats: context::ContextStats::default(),
-            index: config.stitching.enabled.then(|| {
-                stitch::Index::new(
-                    Duration::from_secs(config.stitching.ttl_secs),
-                    config.stitching.max_entries,
-                    config.stitching.max_pending_calls,
-                )
-            }),
-            live: Arc::new(live::Live::new(live::DEFAULT_CAP)),
-            drain_over: std::sync::atomic::AtomicBool::new(false),
-            finisher: Some(observe::Finisher::start().map_err(RunError::Finisher)?),
-        });
-        if recording.index.is_some() {
-            // Tool calls whose results never come are written `cancelled`.
-            let rec = Arc::clone(&recording);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    if rec.sink.is_closed() {
-                        return;
-                    }
-                    observe::expire_tool_calls(&rec, false);
-                }
-            });
-        }
-        recorder = Some((store, sink, batcher, recording));
-    }
-
+    let recorder = Recorder::start(&config, &metrics).await?;
+    let recording = recorder.as_ref().map(|r| Arc::clone(r.recording()));
     let proxy = Arc::new(proxy::Proxy::new(
         router,
         upstream,
-        recorder.as_ref().map(|r| Arc::clone(&r.3)),
+        recording.clone(),
         Arc::clone(&metrics),
         config.limits.max_body_bytes,
     ));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-
+    let stop_rx = stop_signal(shutdown);
     let admin_task = listeners.admin.map(|listener| {
-        let admin = Arc::new(admin::Admin {
-            store: recorder.as_ref().and_then(|r| r.0.clone()),
-            sink: recorder.as_ref().map(|r| r.1.clone()),
-            queue_max_bytes: config.tracing.queue_max_bytes,
-            metrics: Arc::clone(&metrics),
-            recording: recorder.as_ref().map(|r| Arc::clone(&r.3)),
-            api: api::Api {
-                store: recorder.as_ref().and_then(|r| r.0.clone()),
-                live: recorder.as_ref().map(|r| Arc::clone(&r.3.live)),
-                token: (!config.admin_token.is_empty()).then(|| config.admin_token.clone()),
-                store_none: config.tracing.enabled && config.store == config::StoreKind::None,
-            },
-            exporter: exporter.as_ref().map(|(e, _)| e.clone()),
-        });
-        let rx = stop_rx.clone();
-        tokio::spawn(listener::serve(
-            listener,
-            move |req| Arc::clone(&admin).handle(req),
-            stopped(rx),
-            Duration::from_millis(1000),
-            listener::ServeOptions {
-                limits: config.limits.clone(),
-                traffic: None,
-            },
-            || {},
-        ))
+        let admin = admin(&config, &metrics, recorder.as_ref());
+        spawn_admin(listener, admin, &config, stop_rx.clone())
     });
 
     tracing::info!(
@@ -237,15 +110,18 @@ pub async fn run(
     // 2. drain in-flight exchanges, up to `shutdown.drain_timeout_ms`; what
     //    is still open then is dropped, and its spans end `cancelled`
     //    (error type `shutdown`);
-    // 3. close the span queue: nothing more can be recorded;
+    // then `Recorder::shutdown`:
+    // 3. finish the exchanges that ended (the finisher settles, up to
+    //    `flush_timeout_ms`), write the tool calls still waiting for a
+    //    result `cancelled`, and close the span queue: nothing more can be
+    //    recorded;
     // 4. the batcher writes what is queued (up to `flush_timeout_ms` while
     //    the store fails) and exits (with `store = "none"`: wait, as long,
     //    for deferred finishing work instead);
     // 5. the OTLP exporter sends what is queued, retrying until
     //    `flush_timeout_ms` after its close; past that what is left is
     //    counted failed;
-    // 6. close the store and the admin listener; return.
-    let cut = recorder.as_ref().map(|r| Arc::clone(&r.3));
+    // 6. close the store, then wait for the admin listener; return.
     listener::serve(
         listeners.proxy,
         move |req| {
@@ -263,59 +139,77 @@ pub async fn run(
             traffic: Some(Arc::clone(&metrics.traffic)),
         },
         move || {
-            if let Some(rec) = cut {
+            // Exchanges dropped from now on were cut by llmtap.
+            if let Some(rec) = recording {
                 rec.drain_over
                     .store(true, std::sync::atomic::Ordering::SeqCst);
             }
         },
     )
     .await;
-    if let Some((store, sink, batcher, recording)) = recorder {
+    if let Some(recorder) = recorder {
         let flush = Duration::from_millis(config.shutdown.flush_timeout_ms);
-        // Exchanges that ended are finished before anything is closed.
-        if let Some(f) = &recording.finisher {
-            f.settle(flush).await;
-        }
-        // Tool calls still waiting for a result will never get one now.
-        observe::expire_tool_calls(&recording, true);
-        sink.close();
-        match batcher {
-            Some(batcher) => {
-                let _ = batcher.await;
-            }
-            None => sink.settle(flush).await,
-        }
-        let stats = sink.stats();
-        tracing::info!(
-            written = stats.written.load(std::sync::atomic::Ordering::Relaxed),
-            dropped = stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
-            "Span writer drained"
-        );
-        if let Some((exporter, task)) = exporter {
-            exporter.close();
-            let mut task = task;
-            if tokio::time::timeout(flush, &mut task).await.is_err() {
-                task.abort();
-                let lost = exporter.abandon();
-                tracing::error!(
-                    lost,
-                    "OTLP collector still failing at the shutdown deadline; spans lost"
-                );
-            }
-            let s = exporter.stats();
-            tracing::info!(
-                exported = s.exported.load(std::sync::atomic::Ordering::Relaxed),
-                failed = s.failed.load(std::sync::atomic::Ordering::Relaxed),
-                dropped = s.dropped.load(std::sync::atomic::Ordering::Relaxed),
-                "OTLP exporter flushed"
-            );
-        }
-        if let Some(store) = store {
-            store.close().await;
-        }
+        recorder.shutdown(flush).await;
     }
     if let Some(task) = admin_task {
         let _ = task.await;
     }
     Ok(())
+}
+
+/// The stop signal, sent once `shutdown` resolves, for every listener.
+fn stop_signal(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
+}
+
+/// Resolves once the stop signal is sent.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Serves the admin listener until the stop signal (with a 1 s drain).
+fn spawn_admin(
+    listener: TcpListener,
+    admin: Arc<admin::Admin>,
+    config: &Config,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(listener::serve(
+        listener,
+        move |req| Arc::clone(&admin).handle(req),
+        stopped(stop),
+        Duration::from_millis(1000),
+        listener::ServeOptions {
+            limits: config.limits.clone(),
+            traffic: None,
+        },
+        || {},
+    ))
+}
+
+/// The admin listener's handler: probes, metrics, the query API.
+fn admin(
+    config: &Config,
+    metrics: &Arc<metrics::Metrics>,
+    recorder: Option<&Recorder>,
+) -> Arc<admin::Admin> {
+    Arc::new(admin::Admin {
+        store: recorder.and_then(Recorder::store),
+        sink: recorder.map(Recorder::sink),
+        queue_max_bytes: config.tracing.queue_max_bytes,
+        metrics: Arc::clone(metrics),
+        recording: recorder.map(|r| Arc::clone(r.recording())),
+        api: api::Api {
+            store: recorder.and_then(Recorder::store),
+            live: recorder.map(|r| Arc::clone(&r.recording().live)),
+            token: (!config.admin_token.is_empty()).then(|| config.admin_token.clone()),
+            store_none: config.tracing.enabled && config.store == config::StoreKind::None,
+        },
+        exporter: recorder.and_then(Recorder::exporter),
+    })
 }

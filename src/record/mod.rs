@@ -5,14 +5,38 @@
 //!
 //! Pure work and bounded memory: nothing here awaits, and nothing here
 //! touches the store.
+//!
+//! An exchange, file by file: `recording` (the settings every exchange
+//! shares), `exchange` (the span from start to finish), `request` and
+//! `response` (the two observers), `status` (how an end becomes a status),
+//! `tool_calls` (tool-call spans), `finisher` (finishing under load, in
+//! order).
 
 pub mod context;
 pub mod decode;
+pub mod exchange;
+pub mod finisher;
 pub mod live;
-pub mod observe;
 pub mod pricing;
 pub mod providers;
+pub mod recording;
+pub mod request;
+pub mod response;
 pub mod span;
 pub mod sse;
+pub mod status;
 pub mod stitch;
 pub mod tokens;
+pub mod tool_calls;
+
+/// The exchange's types under the path they had before `observe.rs` was
+/// split, for the modules of other wings that still name it (`admin`,
+/// `path::proxy`, `path::upstream`); new code uses the modules above.
+pub mod observe {
+    pub use super::exchange::Exchange;
+    pub use super::finisher::Finisher;
+    pub use super::recording::Recording;
+    pub use super::request::RequestObserver;
+    pub use super::response::ResponseObserver;
+    pub use super::tool_calls::expire_tool_calls;
+}
