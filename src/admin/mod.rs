@@ -35,7 +35,7 @@ pub struct Admin {
     /// Prometheus series (`/metrics`).
     pub metrics: Arc<crate::output::metrics::Metrics>,
     /// The recorder's state, for `/metrics` gauges (`None` with tracing off).
-    pub recording: Option<Arc<crate::record::observe::Recording>>,
+    pub recording: Option<Arc<crate::record::recording::Recording>>,
     /// The query API under `/api/`.
     pub api: Api,
     /// The OTLP exporter, for `/metrics`.

@@ -29,8 +29,10 @@ use crate::path::exact_usage::{self, StripUsage};
 use crate::path::router::Router;
 use crate::path::tee::Tee;
 use crate::path::upstream::{self, ClientBody, IdleTimeout, Upstream, UpstreamBody};
-use crate::record::observe::{Exchange, Recording, ResponseObserver};
+use crate::record::exchange::Exchange;
 use crate::record::providers::Endpoint;
+use crate::record::recording::Recording;
+use crate::record::response::ResponseObserver;
 use crate::record::span;
 
 /// The upstream's body with the route's idle timeout.
@@ -271,7 +273,7 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
 async fn read_and_inject(
     parts: &mut http::request::Parts,
     body: ClientBody,
-    mut observer: crate::record::observe::RequestObserver,
+    mut observer: crate::record::request::RequestObserver,
     max: usize,
 ) -> Result<(bool, Bytes), ProxyError> {
     use crate::path::tee::{End, Observer};

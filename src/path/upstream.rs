@@ -44,7 +44,7 @@ pub type ClientBody = Limited<Incoming>;
 pub type UpstreamBody = http_body_util::Either<
     http_body_util::Either<
         ClientBody,
-        crate::path::tee::Tee<ClientBody, crate::record::observe::RequestObserver>,
+        crate::path::tee::Tee<ClientBody, crate::record::request::RequestObserver>,
     >,
     http_body_util::Full<bytes::Bytes>,
 >;

@@ -28,15 +28,3 @@ pub mod status;
 pub mod stitch;
 pub mod tokens;
 pub mod tool_calls;
-
-/// The exchange's types under the path they had before `observe.rs` was
-/// split, for the modules of other wings that still name it (`admin`,
-/// `path::proxy`, `path::upstream`); new code uses the modules above.
-pub mod observe {
-    pub use super::exchange::Exchange;
-    pub use super::finisher::Finisher;
-    pub use super::recording::Recording;
-    pub use super::request::RequestObserver;
-    pub use super::response::ResponseObserver;
-    pub use super::tool_calls::expire_tool_calls;
-}
