@@ -383,129 +383,143 @@ impl Metrics {
             "",
         );
         self.added_latency.render(&mut out);
-        let gauges: [(&str, &str, &str, f64); 11] = [
-            (
-                "llmtap_queue_spans",
-                "gauge",
-                "Spans waiting to be written.",
-                extra.queue_spans as f64,
-            ),
-            (
-                "llmtap_queue_bytes",
-                "gauge",
-                "Memory held by spans waiting to be written.",
-                extra.queue_bytes as f64,
-            ),
-            (
-                "llmtap_spans_enqueued_total",
-                "counter",
-                "Spans handed to the writer.",
-                extra.spans_enqueued as f64,
-            ),
-            (
-                "llmtap_spans_written_total",
-                "counter",
-                "Spans written to the store.",
-                extra.spans_written as f64,
-            ),
-            (
-                "llmtap_spans_dropped_total",
-                "counter",
-                "Spans dropped (over the memory budget, or at shutdown with the store down).",
-                extra.spans_dropped as f64,
-            ),
-            (
-                "llmtap_store_errors_total",
-                "counter",
-                "Failed batch writes (each retried).",
-                extra.store_errors as f64,
-            ),
-            (
-                "llmtap_store_batches_total",
-                "counter",
-                "Batches written.",
-                extra.batches as f64,
-            ),
-            (
-                "llmtap_unknown_price_total",
-                "counter",
-                "Spans whose model has no known price (cost NULL).",
-                extra.unknown_price as f64,
-            ),
-            (
-                "llmtap_invalid_header_values_total",
-                "counter",
-                "Context header values dropped for not being UTF-8.",
-                extra.invalid_header_values as f64,
-            ),
-            (
-                "llmtap_stitch_turns",
-                "gauge",
-                "Exchanges remembered for zero-code stitching.",
-                extra.stitch_turns as f64,
-            ),
-            (
-                "llmtap_stitch_pending_tool_calls",
-                "gauge",
-                "Tool calls waiting for their results.",
-                extra.stitch_pending_calls as f64,
-            ),
-        ];
-        for (name, kind, help, v) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        }
+        scalars(&mut out, writer_scalars(extra));
         self.traffic.render(&mut out);
-        let mut more: Vec<(&str, &str, &str, f64)> = vec![(
-            "llmtap_spans_sampled_out_total",
-            "counter",
-            "Spans not recorded because sample_rate left their trace out.",
-            extra.spans_sampled_out as f64,
-        )];
-        if let Some(o) = &extra.otlp {
-            more.extend([
-                (
-                    "llmtap_otlp_queue_spans",
-                    "gauge",
-                    "Spans waiting for OTLP export.",
-                    o.queue_spans as f64,
-                ),
-                (
-                    "llmtap_otlp_spans_exported_total",
-                    "counter",
-                    "Spans the OTLP collector accepted.",
-                    o.exported as f64,
-                ),
-                (
-                    "llmtap_otlp_spans_dropped_total",
-                    "counter",
-                    "Spans dropped from the full OTLP export queue.",
-                    o.dropped as f64,
-                ),
-                (
-                    "llmtap_otlp_spans_failed_total",
-                    "counter",
-                    "Spans given up on (rejected, retries exhausted, or shutdown deadline).",
-                    o.failed as f64,
-                ),
-                (
-                    "llmtap_otlp_request_errors_total",
-                    "counter",
-                    "Failed OTLP export requests (each attempt).",
-                    o.request_errors as f64,
-                ),
-            ]);
-        }
-        for (name, kind, help, v) in more {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        }
+        scalars(&mut out, later_scalars(extra));
         out
     }
+}
+
+/// One gauge or counter: name, type, help, value.
+type Scalar = (&'static str, &'static str, &'static str, f64);
+
+/// Writes each scalar as its own family.
+fn scalars(out: &mut String, list: impl IntoIterator<Item = Scalar>) {
+    for (name, kind, help, v) in list {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+}
+
+/// The queue, writer, pricing and stitching figures (before the traffic
+/// families).
+fn writer_scalars(extra: &Extra) -> [Scalar; 11] {
+    [
+        (
+            "llmtap_queue_spans",
+            "gauge",
+            "Spans waiting to be written.",
+            extra.queue_spans as f64,
+        ),
+        (
+            "llmtap_queue_bytes",
+            "gauge",
+            "Memory held by spans waiting to be written.",
+            extra.queue_bytes as f64,
+        ),
+        (
+            "llmtap_spans_enqueued_total",
+            "counter",
+            "Spans handed to the writer.",
+            extra.spans_enqueued as f64,
+        ),
+        (
+            "llmtap_spans_written_total",
+            "counter",
+            "Spans written to the store.",
+            extra.spans_written as f64,
+        ),
+        (
+            "llmtap_spans_dropped_total",
+            "counter",
+            "Spans dropped (over the memory budget, or at shutdown with the store down).",
+            extra.spans_dropped as f64,
+        ),
+        (
+            "llmtap_store_errors_total",
+            "counter",
+            "Failed batch writes (each retried).",
+            extra.store_errors as f64,
+        ),
+        (
+            "llmtap_store_batches_total",
+            "counter",
+            "Batches written.",
+            extra.batches as f64,
+        ),
+        (
+            "llmtap_unknown_price_total",
+            "counter",
+            "Spans whose model has no known price (cost NULL).",
+            extra.unknown_price as f64,
+        ),
+        (
+            "llmtap_invalid_header_values_total",
+            "counter",
+            "Context header values dropped for not being UTF-8.",
+            extra.invalid_header_values as f64,
+        ),
+        (
+            "llmtap_stitch_turns",
+            "gauge",
+            "Exchanges remembered for zero-code stitching.",
+            extra.stitch_turns as f64,
+        ),
+        (
+            "llmtap_stitch_pending_tool_calls",
+            "gauge",
+            "Tool calls waiting for their results.",
+            extra.stitch_pending_calls as f64,
+        ),
+    ]
+}
+
+/// Sampling and, when exporting, the OTLP queue's figures (after the
+/// traffic families).
+fn later_scalars(extra: &Extra) -> Vec<Scalar> {
+    let mut more: Vec<Scalar> = vec![(
+        "llmtap_spans_sampled_out_total",
+        "counter",
+        "Spans not recorded because sample_rate left their trace out.",
+        extra.spans_sampled_out as f64,
+    )];
+    if let Some(o) = &extra.otlp {
+        more.extend([
+            (
+                "llmtap_otlp_queue_spans",
+                "gauge",
+                "Spans waiting for OTLP export.",
+                o.queue_spans as f64,
+            ),
+            (
+                "llmtap_otlp_spans_exported_total",
+                "counter",
+                "Spans the OTLP collector accepted.",
+                o.exported as f64,
+            ),
+            (
+                "llmtap_otlp_spans_dropped_total",
+                "counter",
+                "Spans dropped from the full OTLP export queue.",
+                o.dropped as f64,
+            ),
+            (
+                "llmtap_otlp_spans_failed_total",
+                "counter",
+                "Spans given up on (rejected, retries exhausted, or shutdown deadline).",
+                o.failed as f64,
+            ),
+            (
+                "llmtap_otlp_request_errors_total",
+                "counter",
+                "Failed OTLP export requests (each attempt).",
+                o.request_errors as f64,
+            ),
+        ]);
+    }
+    more
 }
 
 /// Escapes a label value (backslash, double quote, newline).
