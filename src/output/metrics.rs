@@ -383,18 +383,19 @@ impl Metrics {
             "",
         );
         self.added_latency.render(&mut out);
-        scalars(&mut out, &recorder_scalars(extra));
+        scalars(&mut out, writer_scalars(extra));
         self.traffic.render(&mut out);
-        scalars(&mut out, &export_scalars(extra));
+        scalars(&mut out, later_scalars(extra));
         out
     }
 }
 
-/// A counter or gauge without labels: name, type, help, value.
+/// One gauge or counter: name, type, help, value.
 type Scalar = (&'static str, &'static str, &'static str, f64);
 
-fn scalars(out: &mut String, all: &[Scalar]) {
-    for (name, kind, help, v) in all {
+/// Writes each scalar as its own family.
+fn scalars(out: &mut String, list: impl IntoIterator<Item = Scalar>) {
+    for (name, kind, help, v) in list {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
@@ -402,8 +403,9 @@ fn scalars(out: &mut String, all: &[Scalar]) {
     }
 }
 
-/// The writer's and the recorder's counters and gauges.
-fn recorder_scalars(extra: &Extra) -> [Scalar; 11] {
+/// The queue, writer, pricing and stitching figures (before the traffic
+/// families).
+fn writer_scalars(extra: &Extra) -> [Scalar; 11] {
     [
         (
             "llmtap_queue_spans",
@@ -474,8 +476,9 @@ fn recorder_scalars(extra: &Extra) -> [Scalar; 11] {
     ]
 }
 
-/// Sampling's counter, and the OTLP exporter's when one runs.
-fn export_scalars(extra: &Extra) -> Vec<Scalar> {
+/// Sampling and, when exporting, the OTLP queue's figures (after the
+/// traffic families).
+fn later_scalars(extra: &Extra) -> Vec<Scalar> {
     let mut more: Vec<Scalar> = vec![(
         "llmtap_spans_sampled_out_total",
         "counter",

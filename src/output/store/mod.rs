@@ -2,23 +2,25 @@
 //! the backends: SQLite (embedded file, WAL; `sqlite.rs`) and PostgreSQL
 //! (shared by replicas; `postgres.rs`), with the same methods, the same
 //! logical schema (`migrations/`, `migrations/postgres/`) and the same
-//! answers. Writes are backend-specific; every read (`query.rs`, the stats
-//! of `rollup.rs`) is written once over the dialect seam (`sql.rs`).
+//! answers. Writes are backend-specific; every read (`query.rs`,
+//! `stats.rs`) is written once over the dialect seam (`sql.rs`).
 //!
 //! The store is only ever called by the batcher and the admin API, never by
 //! the request path.
 
+mod histogram;
 mod postgres;
 mod query;
 mod rollup;
 mod sql;
 mod sqlite;
 mod sqlite_insert;
+mod stats;
 
 use std::path::PathBuf;
 
 pub use query::{like_escape, SpanFilter, SpanKey, TraceKey, TracePage, TraceQuery, TraceSummary};
-pub use rollup::{Bucket, Stats, StatsQuery, MAX_BUCKETS};
+pub use stats::{Bucket, Stats, StatsQuery, MAX_BUCKETS};
 
 use crate::record::span::Span;
 
@@ -200,7 +202,7 @@ impl Store {
 
     /// Request, error, latency, token and cost figures from the rollups.
     pub async fn stats(&self, q: &StatsQuery) -> Result<Stats, StoreError> {
-        rollup::stats(self.db(), q).await
+        stats::stats(self.db(), q).await
     }
 
     /// The install's salt for API key hashes: created once, then kept.

@@ -1,9 +1,10 @@
 //! Rollups: per-minute and per-hour aggregates of the spans, kept
-//! up to date in the transaction that writes the spans, and the stats
-//! queries `GET /api/stats` answers from them.
+//! up to date in the transaction that writes the spans; `GET /api/stats`
+//! reads them (`stats.rs`).
 //!
 //! Owns the `rollup_minute` / `rollup_hour` / `rollup_state` tables
-//! (migration 0002), the latency histogram bins and the percentile estimate.
+//! (migration 0002): their columns ([`Agg`], one latency and one TTFT
+//! histogram per row, `histogram.rs`) and their writes.
 //! [`apply_stored`] is called once at the end of every span-writing
 //! transaction with the rows the raw insert reports it stored (rowid and
 //! span): it counts those from memory, plus any older rows past the mark
@@ -25,84 +26,28 @@
 //! would not give a safe mark, [`apply_pg`] counts exactly the rows the
 //! transaction's own `INSERT … ON CONFLICT DO NOTHING RETURNING` stored, and
 //! merges them with additive upserts (`rollup_state` does not exist there).
-//! Both backends answer `/api/stats` through [`stats`], written once for
-//! the two dialects (`sql.rs`).
+//! Both backends merge with the one upsert ([`upserts`]), written over the
+//! dialect seam (`sql.rs`).
 //!
 //! Never called from the request path; never formats a value into SQL.
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use super::sql::{Arg, Db, DbRow, Dialect, Sql};
+use super::histogram::{bin, BINS};
+use super::sql::{Arg, Dialect, Sql};
 use super::StoreError;
 use crate::record::span::Span;
 
-/// Histogram bins: 0 is [0, 1 ms), bin i in 1..63 is
-/// [2^((i-1)/3), 2^(i/3)) ms, the last is everything from 2^(62/3) ms up.
-pub const BINS: usize = 64;
-const MINUTE_US: i64 = 60_000_000;
-const HOUR_US: i64 = 3_600_000_000;
-const DAY_US: i64 = 86_400_000_000;
+pub(super) const MINUTE_US: i64 = 60_000_000;
+pub(super) const HOUR_US: i64 = 3_600_000_000;
+pub(super) const DAY_US: i64 = 86_400_000_000;
 /// Most not-yet-counted rows beyond the batch one write also rolls up.
 pub const BACKLOG_STEP: usize = 20_000;
 /// Rows per upsert statement (about 150 bound values each).
 const ROWS_PER_UPSERT: usize = 100;
-/// Most buckets one stats query may return.
-pub const MAX_BUCKETS: i64 = 10_000;
-
-/// The bin of a duration in milliseconds.
-pub fn bin(ms: f64) -> usize {
-    // Also catches NaN and negatives.
-    if ms.is_nan() || ms < 1.0 {
-        return 0;
-    }
-    let i = (ms.log2() * 3.0).floor() + 1.0;
-    i.clamp(1.0, (BINS - 1) as f64) as usize
-}
-
-/// The lower and upper bound of bin `i`, in ms (the last bin's upper
-/// bound is open: it is reported as `f64::INFINITY`).
-pub fn bin_bounds(i: usize) -> (f64, f64) {
-    match i {
-        0 => (0.0, 1.0),
-        i if i >= BINS - 1 => (2f64.powf((BINS - 2) as f64 / 3.0), f64::INFINITY),
-        i => (2f64.powf((i - 1) as f64 / 3.0), 2f64.powf(i as f64 / 3.0)),
-    }
-}
-
-/// Estimates the `q` quantile (0..=1) from a histogram and the largest
-/// value seen: the bin holding the rank, interpolated geometrically within
-/// it (linearly in bin 0), never above `max`. `None` for an empty
-/// histogram.
-pub fn percentile(hist: &[i64; BINS], max: f64, q: f64) -> Option<f64> {
-    let n: i64 = hist.iter().sum();
-    if n <= 0 {
-        return None;
-    }
-    let rank = q.clamp(0.0, 1.0) * n as f64;
-    let mut before = 0i64;
-    for (i, &c) in hist.iter().enumerate() {
-        if c <= 0 {
-            continue;
-        }
-        if (before + c) as f64 >= rank {
-            let f = ((rank - before as f64) / c as f64).clamp(0.0, 1.0);
-            let (lo, hi) = bin_bounds(i);
-            let hi = if hi.is_finite() { hi } else { max.max(lo) };
-            let v = if i == 0 {
-                hi * f
-            } else {
-                lo * (hi / lo).powf(f)
-            };
-            return Some(if max.is_finite() { v.min(max) } else { v });
-        }
-        before += c;
-    }
-    Some(max)
-}
 
 // === impl Agg ===
 
@@ -271,7 +216,7 @@ impl Agg {
 }
 
 /// Metric columns after the key, in `Agg` order; `true` = kept as a max.
-const METRICS: &[(&str, bool)] = &[
+pub(super) const METRICS: &[(&str, bool)] = &[
     ("span_count", false),
     ("duration_sum", false),
     ("duration_max", true),
@@ -290,7 +235,7 @@ const METRICS: &[(&str, bool)] = &[
 ];
 const KEY: &str = "bucket, operation_type, provider, model, status";
 
-fn hist_columns() -> impl Iterator<Item = String> {
+pub(super) fn hist_columns() -> impl Iterator<Item = String> {
     (0..BINS)
         .map(|i| format!("lat_{i:02}"))
         .chain((0..BINS).map(|i| format!("ttft_{i:02}")))
@@ -304,84 +249,13 @@ fn all_columns() -> String {
     cols.join(", ")
 }
 
-/// Metric columns holding reals (the rest are BIGINT counts).
-const REAL_METRICS: &[&str] = &[
-    "duration_sum",
-    "duration_max",
-    "ttft_sum",
-    "ttft_max",
-    "cost_usd",
-];
-
-/// `CAST(SUM(span_count) AS BIGINT), …, MAX(duration_max), …`: the metric
-/// columns aggregated over rows, in `Agg` order. Integer sums are cast
-/// back to BIGINT (PostgreSQL sums BIGINTs into NUMERIC).
-fn aggregate_columns() -> String {
-    let mut cols: Vec<String> = METRICS
-        .iter()
-        .map(|(c, max)| match (*max, REAL_METRICS.contains(c)) {
-            (true, _) => format!("MAX({c})"),
-            (false, true) => format!("SUM({c})"),
-            (false, false) => format!("CAST(SUM({c}) AS BIGINT)"),
-        })
-        .collect();
-    cols.extend(hist_columns().map(|c| format!("CAST(SUM({c}) AS BIGINT)")));
-    cols.join(", ")
-}
-
-/// Reads an `Agg` from a row whose columns from `at` on are
-/// `aggregate_columns()`.
-fn agg_from_row(r: &DbRow, at: usize) -> Result<Agg, sqlx::Error> {
-    let i = |k: usize| {
-        r.get::<Option<i64>, _>(at + k)
-            .map(Option::unwrap_or_default)
-    };
-    let f = |k: usize| {
-        r.get::<Option<f64>, _>(at + k)
-            .map(Option::unwrap_or_default)
-    };
-    let mut a = Agg {
-        span_count: i(0)?,
-        duration_sum: f(1)?,
-        duration_max: f(2)?,
-        ttft_count: i(3)?,
-        ttft_sum: f(4)?,
-        ttft_max: f(5)?,
-        input_tokens: i(6)?,
-        output_tokens: i(7)?,
-        cached_input_tokens: i(8)?,
-        cache_write_tokens: i(9)?,
-        reasoning_tokens: i(10)?,
-        tokens_estimated: i(11)?,
-        cost_usd: f(12)?,
-        priced: i(13)?,
-        unpriced: i(14)?,
-        ..Agg::default()
-    };
-    let base = METRICS.len();
-    for b in 0..BINS {
-        a.lat[b] = i(base + b)?;
-        a.ttft[b] = i(base + BINS + b)?;
-    }
-    Ok(a)
-}
-
 // === write side ===
 
 /// (bucket start, operation type, provider, model or '', status).
 type Key = (i64, String, String, String, String);
 
-fn floor_to(t: i64, size: i64) -> i64 {
+pub(super) fn floor_to(t: i64, size: i64) -> i64 {
     t.div_euclid(size) * size
-}
-
-fn ceil_to(t: i64, size: i64) -> i64 {
-    let f = floor_to(t, size);
-    if f == t {
-        t
-    } else {
-        f.saturating_add(size)
-    }
 }
 
 /// Rolls up the spans stored past the mark (up to `batch` +
@@ -474,8 +348,12 @@ async fn count(
     mark: i64,
 ) -> Result<(), sqlx::Error> {
     let (minutes, hours) = aggregate(facts);
-    upsert(conn, "rollup_minute", &minutes).await?;
-    upsert(conn, "rollup_hour", &hours).await?;
+    for sql in upserts(Dialect::Sqlite, "rollup_minute", minutes)
+        .into_iter()
+        .chain(upserts(Dialect::Sqlite, "rollup_hour", hours))
+    {
+        super::sql::execute_sqlite(conn, sql).await?;
+    }
     sqlx::query(
         "INSERT INTO rollup_state (id, high_water) VALUES (1, ?) \
          ON CONFLICT (id) DO UPDATE SET high_water = excluded.high_water",
@@ -483,58 +361,6 @@ async fn count(
     .bind(mark)
     .execute(&mut *conn)
     .await?;
-    Ok(())
-}
-
-async fn upsert(
-    conn: &mut SqliteConnection,
-    table: &'static str,
-    aggs: &HashMap<Key, Agg>,
-) -> Result<(), sqlx::Error> {
-    let entries: Vec<(&Key, &Agg)> = aggs.iter().collect();
-    let update: Vec<String> = METRICS
-        .iter()
-        .map(|(c, max)| {
-            if *max {
-                format!("{c} = MAX({c}, excluded.{c})")
-            } else {
-                format!("{c} = {c} + excluded.{c}")
-            }
-        })
-        .chain(hist_columns().map(|c| format!("{c} = {c} + excluded.{c}")))
-        .collect();
-    let update = update.join(", ");
-    for chunk in entries.chunks(ROWS_PER_UPSERT) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("INSERT INTO {table} ({}) ", all_columns()));
-        qb.push_values(chunk, |mut b, (k, a)| {
-            b.push_bind(k.0)
-                .push_bind(k.1.as_str())
-                .push_bind(k.2.as_str())
-                .push_bind(k.3.as_str())
-                .push_bind(k.4.as_str())
-                .push_bind(a.span_count)
-                .push_bind(a.duration_sum)
-                .push_bind(a.duration_max)
-                .push_bind(a.ttft_count)
-                .push_bind(a.ttft_sum)
-                .push_bind(a.ttft_max)
-                .push_bind(a.input_tokens)
-                .push_bind(a.output_tokens)
-                .push_bind(a.cached_input_tokens)
-                .push_bind(a.cache_write_tokens)
-                .push_bind(a.reasoning_tokens)
-                .push_bind(a.tokens_estimated)
-                .push_bind(a.cost_usd)
-                .push_bind(a.priced)
-                .push_bind(a.unpriced);
-            for v in a.lat.iter().chain(a.ttft.iter()) {
-                b.push_bind(*v);
-            }
-        });
-        qb.push(format!(" ON CONFLICT ({KEY}) DO UPDATE SET {update}"));
-        qb.build().execute(&mut *conn).await?;
-    }
     Ok(())
 }
 
@@ -580,22 +406,29 @@ pub(super) async fn apply_pg(
         return Ok(());
     }
     let (minutes, hours) = aggregate(stored.iter().map(|s| Fact::from_span(s)));
-    upsert_pg(conn, "rollup_minute", minutes).await?;
-    upsert_pg(conn, "rollup_hour", hours).await
+    for sql in upserts(Dialect::Postgres, "rollup_minute", minutes)
+        .into_iter()
+        .chain(upserts(Dialect::Postgres, "rollup_hour", hours))
+    {
+        super::sql::execute_pg(conn, sql).await?;
+    }
+    Ok(())
 }
 
-async fn upsert_pg(
-    conn: &mut sqlx::PgConnection,
-    table: &'static str,
-    aggs: HashMap<Key, Agg>,
-) -> Result<(), sqlx::Error> {
+/// The statements that add `aggs` into `table` (`rollup_minute` or
+/// `rollup_hour`), [`ROWS_PER_UPSERT`] rows each: counts and sums are added,
+/// maxima kept ([`Dialect::greatest`]). Rows go in key order, so two
+/// PostgreSQL replicas writing the same buckets take their row locks in the
+/// same order and cannot deadlock.
+fn upserts(dialect: Dialect, table: &'static str, aggs: HashMap<Key, Agg>) -> Vec<Sql> {
     let mut entries: Vec<(Key, Agg)> = aggs.into_iter().collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let greatest = dialect.greatest();
     let update: Vec<String> = METRICS
         .iter()
         .map(|(c, max)| {
             if *max {
-                format!("{c} = GREATEST(r.{c}, excluded.{c})")
+                format!("{c} = {greatest}(r.{c}, excluded.{c})")
             } else {
                 format!("{c} = r.{c} + excluded.{c}")
             }
@@ -603,9 +436,10 @@ async fn upsert_pg(
         .chain(hist_columns().map(|c| format!("{c} = r.{c} + excluded.{c}")))
         .collect();
     let update = update.join(", ");
+    let mut statements = Vec::with_capacity(entries.len().div_ceil(ROWS_PER_UPSERT));
     for chunk in entries.chunks(ROWS_PER_UPSERT) {
         let mut sql = Sql::new(
-            Dialect::Postgres,
+            dialect,
             format!("INSERT INTO {table} AS r ({}) VALUES ", all_columns()),
         );
         for (n, (k, a)) in chunk.iter().enumerate() {
@@ -642,9 +476,9 @@ async fn upsert_pg(
             sql.push(")");
         }
         sql.push(&format!(" ON CONFLICT ({KEY}) DO UPDATE SET {update}"));
-        super::sql::execute_pg(conn, sql).await?;
+        statements.push(sql);
     }
-    Ok(())
+    statements
 }
 
 /// Rolls up every stored span not yet counted (after migration 0002 on a
@@ -665,401 +499,11 @@ pub(super) async fn catch_up(pool: &SqlitePool) -> Result<usize, StoreError> {
     }
 }
 
-// === read side: stats ===
-
-/// Bucket sizes for `/api/stats`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bucket {
-    Minute,
-    FiveMinutes,
-    Hour,
-    Day,
-}
-
-impl Bucket {
-    /// `60s`, `5m`, `1h`, `1d` (and a few spellings of the same).
-    pub fn parse(s: &str) -> Option<Bucket> {
-        Some(match s {
-            "60s" | "1m" => Bucket::Minute,
-            "5m" | "300s" => Bucket::FiveMinutes,
-            "1h" | "60m" | "3600s" => Bucket::Hour,
-            "1d" | "24h" | "86400s" => Bucket::Day,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Bucket::Minute => "60s",
-            Bucket::FiveMinutes => "5m",
-            Bucket::Hour => "1h",
-            Bucket::Day => "1d",
-        }
-    }
-
-    pub fn size_us(self) -> i64 {
-        match self {
-            Bucket::Minute => MINUTE_US,
-            Bucket::FiveMinutes => 5 * MINUTE_US,
-            Bucket::Hour => HOUR_US,
-            Bucket::Day => DAY_US,
-        }
-    }
-
-    /// The rollup table that resolves this bucket.
-    fn table(self) -> &'static str {
-        match self {
-            Bucket::Minute | Bucket::FiveMinutes => "rollup_minute",
-            Bucket::Hour | Bucket::Day => "rollup_hour",
-        }
-    }
-}
-
-/// A stats request: `[from_us, to_us)`, widened to whole buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatsQuery {
-    pub from_us: i64,
-    pub to_us: i64,
-    pub bucket: Bucket,
-}
-
-impl StatsQuery {
-    /// The range widened to whole buckets, and how many buckets it holds.
-    pub fn aligned(&self) -> (i64, i64, i64) {
-        let size = self.bucket.size_us();
-        let from = floor_to(self.from_us, size);
-        let to = ceil_to(self.to_us, size).max(from);
-        (from, to, (to - from) / size)
-    }
-}
-
-/// Latency figures (ms), estimated from the histogram except `avg` and
-/// `max`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Latency {
-    pub avg: Option<f64>,
-    pub p50: Option<f64>,
-    pub p95: Option<f64>,
-    pub p99: Option<f64>,
-    pub max: Option<f64>,
-}
-
-/// Time to first token (ms) of streamed responses.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Ttft {
-    /// Spans with a time to first token.
-    pub count: i64,
-    pub avg: Option<f64>,
-    pub p50: Option<f64>,
-    pub p95: Option<f64>,
-}
-
-/// Figures for a set of requests (all, or one model's).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    pub requests: i64,
-    /// Requests whose span failed.
-    pub errors: i64,
-    pub error_rate: f64,
-    pub latency_ms: Latency,
-    pub ttft_ms: Ttft,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub total_tokens: i64,
-    pub cached_input_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub reasoning_tokens: i64,
-    /// Requests with an estimated token count.
-    pub tokens_estimated: i64,
-    /// Sum of the priced requests; `None` when none has a price.
-    pub cost_usd: Option<f64>,
-    /// Some billed request with tokens had no price: a lower bound.
-    pub cost_incomplete: bool,
-}
-
-impl Summary {
-    fn from_agg(a: &Agg, errors: i64) -> Summary {
-        let n = a.span_count;
-        let ratio = |x: f64, d: i64| (d > 0).then(|| x / d as f64);
-        Summary {
-            requests: n,
-            errors,
-            error_rate: ratio(errors as f64, n).unwrap_or(0.0),
-            latency_ms: Latency {
-                avg: ratio(a.duration_sum, n),
-                p50: percentile(&a.lat, a.duration_max, 0.50),
-                p95: percentile(&a.lat, a.duration_max, 0.95),
-                p99: percentile(&a.lat, a.duration_max, 0.99),
-                max: (n > 0).then_some(a.duration_max),
-            },
-            ttft_ms: Ttft {
-                count: a.ttft_count,
-                avg: ratio(a.ttft_sum, a.ttft_count),
-                p50: percentile(&a.ttft, a.ttft_max, 0.50),
-                p95: percentile(&a.ttft, a.ttft_max, 0.95),
-            },
-            input_tokens: a.input_tokens,
-            output_tokens: a.output_tokens,
-            total_tokens: a.input_tokens + a.output_tokens,
-            cached_input_tokens: a.cached_input_tokens,
-            cache_write_tokens: a.cache_write_tokens,
-            reasoning_tokens: a.reasoning_tokens,
-            tokens_estimated: a.tokens_estimated,
-            cost_usd: (a.priced > 0).then_some(a.cost_usd),
-            cost_incomplete: a.unpriced > 0,
-        }
-    }
-}
-
-/// One model's figures.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelStats {
-    /// `None`: requests that named no model.
-    pub model: Option<String>,
-    #[serde(flatten)]
-    pub summary: Summary,
-}
-
-/// Requests that ended with one status.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusStats {
-    pub status: String,
-    pub requests: i64,
-    /// Of all requests in the range.
-    pub share: f64,
-}
-
-/// One bucket of the time series.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Point {
-    pub start_us: i64,
-    pub requests: i64,
-    pub errors: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    /// `None` when no request of the bucket has a price.
-    pub cost_usd: Option<f64>,
-}
-
-/// The answer to a [`StatsQuery`]. Requests are proxied exchanges: every
-/// span but `tool_call` spans, which are counted apart.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    pub from_us: i64,
-    pub to_us: i64,
-    pub bucket: &'static str,
-    pub bucket_us: i64,
-    pub totals: Summary,
-    pub tool_calls: i64,
-    pub by_status: Vec<StatusStats>,
-    pub by_model: Vec<ModelStats>,
-    pub series: Vec<Point>,
-}
-
-/// Answers a stats query from the rollups. The caller checks the bucket
-/// count against [`MAX_BUCKETS`].
-pub(super) async fn stats(db: Db<'_>, q: &StatsQuery) -> Result<Stats, StoreError> {
-    let (from, to, n) = q.aligned();
-    // Totals: whole hours from the hour table, the ragged ends from the
-    // minute table (when the bucket is finer than an hour).
-    let mut segments = Vec::new();
-    let (h1, h2) = (ceil_to(from, HOUR_US), floor_to(to, HOUR_US));
-    if q.bucket.table() == "rollup_minute" && h1 < h2 {
-        segments.push(("rollup_minute", from, h1));
-        segments.push(("rollup_hour", h1, h2));
-        segments.push(("rollup_minute", h2, to));
-    } else {
-        segments.push((q.bucket.table(), from, to));
-    }
-    let mut models: HashMap<String, (Agg, i64)> = HashMap::new();
-    let mut statuses: HashMap<String, i64> = HashMap::new();
-    let mut tool_calls = 0;
-    for (table, lo, hi) in segments.into_iter().filter(|s| s.1 < s.2) {
-        let mut sql = db.sql(format!(
-            "SELECT model, status, \
-             CAST(CASE WHEN operation_type = 'tool_call' THEN 1 ELSE 0 END AS BIGINT) AS tool, {} \
-             FROM {table} WHERE bucket >= ",
-            aggregate_columns()
-        ));
-        sql.bind(lo)
-            .push(" AND bucket < ")
-            .bind(hi)
-            .push(" GROUP BY model, status, tool");
-        let rows = db.fetch_all(sql).await?;
-        for r in &rows {
-            let model: String = r.get(0)?;
-            let status: String = r.get(1)?;
-            let tool = r.get::<i64, _>(2)? != 0;
-            let agg = agg_from_row(r, 3)?;
-            if tool {
-                tool_calls += agg.span_count;
-                continue;
-            }
-            *statuses.entry(status.clone()).or_default() += agg.span_count;
-            let entry = models.entry(model).or_default();
-            entry.0.merge(&agg);
-            if status == "failed" {
-                entry.1 += agg.span_count;
-            }
-        }
-    }
-    let mut all = Agg::default();
-    let mut errors = 0;
-    for (agg, e) in models.values() {
-        all.merge(agg);
-        errors += e;
-    }
-    let mut by_model: Vec<ModelStats> = models
-        .into_iter()
-        .map(|(model, (agg, e))| ModelStats {
-            model: (!model.is_empty()).then_some(model),
-            summary: Summary::from_agg(&agg, e),
-        })
-        .collect();
-    by_model.sort_by(|a, b| (b.summary.requests, &a.model).cmp(&(a.summary.requests, &b.model)));
-    let total = all.span_count;
-    let mut by_status: Vec<StatusStats> = statuses
-        .into_iter()
-        .map(|(status, requests)| StatusStats {
-            status,
-            requests,
-            share: if total > 0 {
-                requests as f64 / total as f64
-            } else {
-                0.0
-            },
-        })
-        .collect();
-    by_status.sort_by(|a, b| (b.requests, &a.status).cmp(&(a.requests, &b.status)));
-
-    // The series, from the table that resolves the bucket.
-    let size = q.bucket.size_us();
-    let mut series: Vec<Point> = (0..n)
-        .map(|i| Point {
-            start_us: from + i * size,
-            ..Point::default()
-        })
-        .collect();
-    let mut sql = db.sql("SELECT (bucket - ");
-    sql.bind(from)
-        .push(") / ")
-        .bind(size)
-        .push(&format!(
-            " AS i, CAST(SUM(span_count) AS BIGINT), \
-             CAST(SUM(CASE WHEN status = 'failed' THEN span_count ELSE 0 END) AS BIGINT), \
-             CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), SUM(cost_usd), \
-             CAST(SUM(priced) AS BIGINT) \
-             FROM {} WHERE bucket >= ",
-            q.bucket.table()
-        ))
-        .bind(from)
-        .push(" AND bucket < ")
-        .bind(to)
-        .push(" AND operation_type <> 'tool_call' GROUP BY i");
-    let rows = db.fetch_all(sql).await?;
-    for r in &rows {
-        let i: i64 = r.get(0)?;
-        let Some(p) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) else {
-            continue;
-        };
-        p.requests = r.get(1)?;
-        p.errors = r.get(2)?;
-        p.input_tokens = r.get(3)?;
-        p.output_tokens = r.get(4)?;
-        let priced: i64 = r.get(6)?;
-        p.cost_usd = if priced > 0 { r.get(5)? } else { None };
-    }
-    Ok(Stats {
-        from_us: from,
-        to_us: to,
-        bucket: q.bucket.as_str(),
-        bucket_us: size,
-        totals: Summary::from_agg(&all, errors),
-        tool_calls,
-        by_status,
-        by_model,
-        series,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::sql::Db;
+    use super::super::stats::{stats, Bucket, StatsQuery};
     use super::*;
-
-    #[test]
-    fn bins_cover_the_range_in_order() {
-        assert_eq!(bin(0.0), 0);
-        assert_eq!(bin(-3.0), 0);
-        assert_eq!(bin(f64::NAN), 0);
-        assert_eq!(bin(0.999), 0);
-        assert_eq!(bin(1.0), 1);
-        assert_eq!(bin(1e12), BINS - 1);
-        let mut last = 0;
-        let mut ms = 0.01;
-        while ms < 1e8 {
-            let b = bin(ms);
-            assert!(b >= last, "bins must not go down at {ms}");
-            let (lo, hi) = bin_bounds(b);
-            // Within a rounding hair of the bin's bounds.
-            assert!(
-                ms >= lo * 0.999_999 && ms <= hi * 1.000_001,
-                "{ms} in {b}: {lo}..{hi}"
-            );
-            last = b;
-            ms *= 1.07;
-        }
-    }
-
-    #[test]
-    fn percentiles_are_within_a_bin_of_the_truth() {
-        // A spread of latencies: 1..=2000 ms, skewed.
-        let values: Vec<f64> = (1..=2000)
-            .map(|i| (i as f64).powf(1.3) / 5.0 + 0.5)
-            .collect();
-        let mut hist = [0i64; BINS];
-        for &v in &values {
-            hist[bin(v)] += 1;
-        }
-        let max = values.iter().cloned().fold(0.0, f64::max);
-        let mut sorted = values.clone();
-        sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        for q in [0.5, 0.95, 0.99] {
-            let exact = sorted[((q * sorted.len() as f64).ceil() as usize).saturating_sub(1)];
-            let est = percentile(&hist, max, q).unwrap();
-            // One bin is a factor 2^(1/3) wide.
-            let ratio = est / exact;
-            assert!((0.79..=1.26).contains(&ratio), "q{q}: {est} vs {exact}");
-        }
-        assert_eq!(percentile(&hist, max, 1.0).unwrap(), max);
-        assert!(percentile(&[0; BINS], 0.0, 0.5).is_none());
-        // The open last bin ends at the largest value seen.
-        let mut h = [0i64; BINS];
-        h[BINS - 1] = 1;
-        let p50 = percentile(&h, 5e6, 0.5).unwrap();
-        assert!(p50 >= bin_bounds(BINS - 1).0 && p50 <= 5e6, "{p50}");
-        assert_eq!(percentile(&h, 5e6, 1.0).unwrap(), 5e6);
-    }
-
-    #[test]
-    fn bucket_parsing_and_alignment() {
-        assert_eq!(Bucket::parse("60s"), Some(Bucket::Minute));
-        assert_eq!(Bucket::parse("5m"), Some(Bucket::FiveMinutes));
-        assert_eq!(Bucket::parse("1h"), Some(Bucket::Hour));
-        assert_eq!(Bucket::parse("1d"), Some(Bucket::Day));
-        assert_eq!(Bucket::parse("7s"), None);
-        let q = StatsQuery {
-            from_us: 90_000_000,
-            to_us: 150_000_001,
-            bucket: Bucket::Minute,
-        };
-        assert_eq!(q.aligned(), (60_000_000, 180_000_000, 2));
-        let q = StatsQuery {
-            from_us: -1,
-            to_us: 0,
-            bucket: Bucket::Day,
-        };
-        assert_eq!(q.aligned(), (-DAY_US, 0, 1));
-    }
 
     fn span(
         start_us: i64,
@@ -1288,10 +732,6 @@ mod tests {
     fn column_lists_agree() {
         let n = all_columns().split(", ").count();
         assert_eq!(n, 5 + METRICS.len() + 2 * BINS);
-        assert_eq!(
-            aggregate_columns().split(", ").count(),
-            METRICS.len() + 2 * BINS
-        );
         let sql = include_str!("migrations/0002_rollups.sql");
         for c in all_columns().split(", ") {
             assert!(sql.contains(&format!("    {c} ")), "{c} missing from 0002");

@@ -1,6 +1,6 @@
-//! The dialect seam: what the read side (`query.rs`, the stats half of
-//! `rollup.rs`) needs to run one piece of SQL on either backend. A small
-//! statement builder ([`Sql`]) that writes each dialect's placeholders (`?`
+//! The dialect seam: what the read side (`query.rs`, `stats.rs`) and the
+//! rollups' upsert (`rollup.rs`) need to run one piece of SQL on either
+//! backend. A small statement builder ([`Sql`]) that writes each dialect's placeholders (`?`
 //! or `$n`) and keeps every value bound, the snippets that differ between
 //! SQLite and PostgreSQL ([`Dialect`]), a pool of either backend ([`Db`])
 //! and a row of either ([`DbRow`]).
@@ -52,6 +52,14 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "LIKE",
             Dialect::Postgres => "ILIKE",
+        }
+    }
+
+    /// The larger of two values (SQLite's two-argument scalar `MAX`).
+    pub(super) fn greatest(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "MAX",
+            Dialect::Postgres => "GREATEST",
         }
     }
 
@@ -237,6 +245,15 @@ pub(super) async fn execute_pg(
     sql: Sql,
 ) -> Result<u64, sqlx::Error> {
     debug_assert_eq!(sql.dialect, Dialect::Postgres);
+    Ok(bind_args!(sql).execute(conn).await?.rows_affected())
+}
+
+/// Runs `sql` (SQLite dialect) on one connection, e.g. in a transaction.
+pub(super) async fn execute_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    sql: Sql,
+) -> Result<u64, sqlx::Error> {
+    debug_assert_eq!(sql.dialect, Dialect::Sqlite);
     Ok(bind_args!(sql).execute(conn).await?.rows_affected())
 }
 
