@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{Endpoint, EventStream, StreamParser};
+use crate::config::Format;
 use crate::record::span::Span;
 
 // === the model ===
@@ -415,20 +416,15 @@ fn replay(endpoint: Endpoint, body: &str) -> Option<Messages> {
 // === stored spans (the admin API) ===
 
 impl Endpoint {
-    /// The endpoint a stored span was classified as, from its operation
-    /// type and path (the format shows in the path's ending: a route of
-    /// the other format would have made it an `Other` call).
+    /// The endpoint a stored span was classified as: the one either
+    /// format's [`Endpoint::classify`] gives its path with the span's
+    /// operation type (a path of the other format classifies as another
+    /// kind of call).
     pub fn of_stored(operation_type: &str, path: &str) -> Option<Endpoint> {
-        let path = path.trim_end_matches('/');
-        match operation_type {
-            "llm_call" if path.ends_with("/chat/completions") => Some(Endpoint::Chat),
-            "llm_call" if path.ends_with("/responses") => Some(Endpoint::Responses),
-            "llm_call" if path.ends_with("/completions") => Some(Endpoint::Completions),
-            "llm_call" if path.ends_with("/messages") => Some(Endpoint::Messages),
-            "embedding" => Some(Endpoint::Embeddings),
-            "count_tokens" => Some(Endpoint::CountTokens),
-            _ => None,
-        }
+        [Format::Openai, Format::Anthropic]
+            .into_iter()
+            .map(|f| Endpoint::classify(f, &http::Method::POST, path))
+            .find(|e| e.parses_request() && e.operation_type() == operation_type)
     }
 }
 
