@@ -516,6 +516,103 @@ async fn trace_hierarchy_and_span_with_bodies() {
     assert_eq!(got.json()["error"]["type"], "invalid_request_error");
 }
 
+/// A stored span's answer carries its conversation, read from its bodies
+/// by the providers' parsers: a chat, a stream, an Anthropic message, the
+/// agent loop's tool result; a trace with bodies carries them per span.
+#[tokio::test]
+async fn spans_carry_their_messages() {
+    let h = Harness::start().await;
+    let c = client();
+    let spans = seed(&h, &c).await;
+    let answer = |pick: &dyn Fn(&Value) -> bool| {
+        let s = spans.iter().find(|s| pick(s)).unwrap();
+        let path = format!("/api/spans/{}", s["span_id"].as_str().unwrap());
+        let (c, h) = (&c, &h);
+        async move {
+            let got = api(c, h, &path).await;
+            assert_eq!(got.status, StatusCode::OK);
+            let reply: Value =
+                serde_json::from_str(got.json()["response_body"].as_str().unwrap_or("null"))
+                    .unwrap_or(Value::Null);
+            (got.json()["messages"].clone(), reply)
+        }
+    };
+    // A whole chat: the user's question, the assistant's reply as sent.
+    let (m, reply) = answer(&|s| s["response_id"] == "chatcmpl-alpha").await;
+    assert_eq!(
+        m["input"],
+        json!([{"role": "user", "parts": [{"type": "text", "content": "Tell me about alpha."}]}])
+    );
+    assert_eq!(
+        m["output"],
+        json!([{"role": "assistant",
+                "parts": [{"type": "text", "content": reply["choices"][0]["message"]["content"]}],
+                "finish_reason": "stop"}])
+    );
+    // A stream: the deltas joined.
+    let (m, _) =
+        answer(&|s| s["stream"] == 1 && s["request_body"].as_str().unwrap().contains("beta")).await;
+    let text = m["output"][0]["parts"][0]["content"].as_str().unwrap();
+    assert!(!text.is_empty(), "{m}");
+    assert_eq!(m["output"][0]["finish_reason"], "stop");
+    // Anthropic.
+    let (m, reply) = answer(&|s| s["provider"] == "anthropic").await;
+    assert_eq!(m["input"][0]["parts"][0]["content"], "Hi, Claude.");
+    assert_eq!(
+        m["output"][0]["parts"][0]["content"],
+        reply["content"][0]["text"]
+    );
+    // An upstream error: shown as an error message.
+    let (m, _) = answer(&|s| s["http_status"] == 500).await;
+    assert_eq!(m["output"][0]["role"], "error", "{m}");
+    // The agent loop's second turn: the tool call and its result.
+    let (m, _) = answer(&|s| {
+        s["operation_type"] == "llm_call"
+            && s["request_body"].as_str().unwrap().contains("call_api_1")
+    })
+    .await;
+    let parts: Vec<&Value> = m["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["parts"].as_array().unwrap())
+        .collect();
+    assert!(
+        parts.contains(&&json!({"type": "tool_call", "id": "call_api_1",
+        "name": "get_weather", "arguments": {"city": "Paris"}})),
+        "{m}"
+    );
+    assert!(
+        parts.contains(&&json!({"type": "tool_call_response",
+        "id": "call_api_1", "response": "18 C"})),
+        "{m}"
+    );
+    // The tool span: its call and result.
+    let (m, _) = answer(&|s| s["operation_type"] == "tool_call").await;
+    assert_eq!(m["input"][0]["parts"][0]["name"], "get_weather");
+    assert_eq!(m["output"][0]["parts"][0]["response"], "18 C");
+    // A trace with bodies: every span carries them; without, none does.
+    let tool = spans
+        .iter()
+        .find(|s| s["operation_type"] == "tool_call")
+        .unwrap();
+    let trace_id = tool["trace_id"].as_str().unwrap();
+    let t = api(&c, &h, &format!("/api/traces/{trace_id}?bodies=true"))
+        .await
+        .json();
+    let root = &t["roots"][0];
+    assert_eq!(
+        root["span"]["messages"]["input"][0]["parts"][0]["content"],
+        "Weather in Paris? (loop)"
+    );
+    assert_eq!(
+        root["children"][0]["span"]["messages"]["output"][0]["parts"][0]["response"],
+        "18 C"
+    );
+    let t = api(&c, &h, &format!("/api/traces/{trace_id}")).await.json();
+    assert!(t["roots"][0]["span"].get("messages").is_none(), "{t}");
+}
+
 #[tokio::test]
 async fn live_shows_a_stream_while_it_runs() {
     let h = Harness::start().await;

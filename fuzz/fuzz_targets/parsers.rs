@@ -1,7 +1,8 @@
 //! Fuzzes every parser of untrusted bytes: the SSE parser feeding each
 //! format's stream parser (with the input split at a fuzzer-chosen point),
 //! every whole-body JSON extractor, the request parser, the input
-//! estimators, the error-body reader, the content decoders and the query
+//! estimators, the error-body reader, the messages reading (a stored body
+//! replayed, JSON or SSE), the content decoders and the query
 //! API's parameter, time and cursor parsers. None may
 //! panic; memory is bounded by the parsers' own caps.
 #![no_main]
@@ -45,6 +46,10 @@ fuzz_target!(|data: &[u8]| {
     if selector & 2 == 0 {
         let _ = providers::estimate_input(endpoint, body, Encoding::O200k);
     }
+    // Messages of stored bodies (the OTLP export's and the admin UI's).
+    let text = String::from_utf8_lossy(body);
+    let _ = providers::messages::input(endpoint, &text).semconv();
+    let _ = providers::messages::output(endpoint, &text).shown_json();
     let _ = Endpoint::classify(Format::Openai, &http::Method::POST, &String::from_utf8_lossy(body));
     let _ = llmtap::path::exact_usage::inject(body);
     // The query API's parameters (query string, times, cursors).

@@ -14,7 +14,7 @@
 //! | --- | --- |
 //! | `GET /api/traces` | one row per trace, newest first, filters, cursor |
 //! | `GET /api/traces/{trace_id}` | the trace hierarchy |
-//! | `GET /api/spans/{span_id}` | one span with its bodies |
+//! | `GET /api/spans/{span_id}` | one span with its bodies and `messages` |
 //! | `GET /api/live` | exchanges in flight |
 //! | `GET /api/stats` | requests, errors, latency, tokens, cost (rollups) |
 //! | `GET /api/export` | matching spans, JSON or NDJSON, streamed |
@@ -298,6 +298,11 @@ impl Api {
             }
         }
         match crate::admin::hierarchy::assemble(spans) {
+            Some(h) if bodies => {
+                let mut tree = serde_json::to_value(&h).unwrap_or_default();
+                crate::record::providers::messages::annotate_trace(&mut tree);
+                Ok(json_response(StatusCode::OK, &tree))
+            }
             Some(h) => Ok(json_response(StatusCode::OK, &h)),
             None => Err(ApiError::NotFound {
                 what: "trace",
@@ -310,7 +315,10 @@ impl Api {
         Params::parse(query, &[])?;
         let id = path_id("span_id", id)?;
         match self.store()?.span(id).await? {
-            Some(span) => Ok(json_response(StatusCode::OK, &span)),
+            Some(span) => Ok(json_response(
+                StatusCode::OK,
+                &crate::record::providers::messages::SpanView::new(&span),
+            )),
             None => Err(ApiError::NotFound {
                 what: "span",
                 id: id.to_string(),

@@ -1,4 +1,5 @@
-// Span page: the conversation as chat messages, the facts (model, tokens
+// Span page: the conversation as chat messages (the API reads them from the
+// captured bodies: `messages`), the facts (model, tokens
 // with estimates marked, cost, timings, error, properties, ids and links),
 // and the raw request/response bodies, pretty-printed and collapsible.
 

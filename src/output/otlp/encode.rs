@@ -346,10 +346,10 @@ pub fn attributes(s: &Span, server: ServerLookup<'_>) -> Vec<(String, Value)> {
             put("gen_ai.tool.call.result", Value::Str(result.clone()));
         }
     } else {
-        if let Some(m) = s.request_body.as_deref().and_then(super::messages::input) {
+        if let Some(m) = super::messages::input(s) {
             put("gen_ai.input.messages", Value::Str(m));
         }
-        if let Some(m) = s.response_body.as_deref().and_then(super::messages::output) {
+        if let Some(m) = super::messages::output(s) {
             put("gen_ai.output.messages", Value::Str(m));
         }
     }

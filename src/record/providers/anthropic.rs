@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::messages::{self, Message, Messages, Part};
 use super::{
     push_capped, ErrorObject, ResponseFacts, ToolCall, Usage, MAX_TOOL_ARGS, MAX_TOOL_CALLS,
 };
@@ -255,6 +256,45 @@ pub fn estimate_input(body: &[u8], enc: Encoding) -> Option<i64> {
     Some(total as i64)
 }
 
+// === messages ===
+
+/// A Messages (or `count_tokens`) request's messages: `system`, then
+/// `messages` (`None` without them).
+pub fn request_messages(v: &serde_json::Value) -> Option<Messages> {
+    let list = v.get("messages")?.as_array()?;
+    let system = messages::system_message(v.get("system"));
+    Some(Messages::exported(
+        system
+            .into_iter()
+            .chain(list.iter().filter_map(messages::chat_message))
+            .collect(),
+    ))
+}
+
+/// A whole message object as the assistant's reply.
+pub fn response_messages(v: &serde_json::Value) -> Option<Messages> {
+    if messages::str_of(v, "type") != Some("message") {
+        return None;
+    }
+    let mut parts = Vec::new();
+    messages::content_parts(v.get("content")?, &mut parts);
+    Some(Messages::exported(vec![messages::reply(
+        parts,
+        messages::field(v, "stop_reason"),
+    )]))
+}
+
+/// What messages mode keeps of a stream besides the tool calls.
+#[derive(Debug, Default)]
+struct StreamOut {
+    /// A block or the final delta was seen (else there is no reply).
+    seen: bool,
+    text: String,
+    thinking: String,
+    finish: serde_json::Value,
+    error: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct Event<'a> {
     #[serde(default, rename = "type", borrow)]
@@ -297,6 +337,8 @@ pub struct MessagesStream {
     /// The reply's text blocks and tool ids, for its digest.
     text: TextDigest,
     ids: Vec<String>,
+    /// Messages mode (a replay for `messages`; never on the request path).
+    out: Option<Box<StreamOut>>,
     /// `message_stop` (or an `error` event) was seen.
     pub done: bool,
     pub malformed_events: u64,
@@ -312,9 +354,16 @@ impl MessagesStream {
             calls: Vec::new(),
             text: TextDigest::default(),
             ids: Vec::new(),
+            out: None,
             done: false,
             malformed_events: 0,
         }
+    }
+
+    /// This parser in messages mode (see [`MessagesStream::into_messages`]).
+    pub fn with_messages(mut self) -> Self {
+        self.out = Some(Box::default());
+        self
     }
 
     /// One event; true when it carried generated content.
@@ -326,7 +375,11 @@ impl MessagesStream {
                 return false;
             }
         };
-        match ev.kind.as_deref().unwrap_or(event_name) {
+        let kind = ev.kind.as_deref().unwrap_or(event_name);
+        if let Some(out) = self.out.as_mut() {
+            keep_event(out, kind, &ev);
+        }
+        match kind {
             "message_start" => {
                 if let Some(m) = &ev.message {
                     self.facts.response_id.clone_from(&m.id);
@@ -420,6 +473,69 @@ impl MessagesStream {
             Some(stitch::message_digest("assistant", &self.text, &self.ids));
         self.facts.tool_calls = self.calls.into_iter().map(|(_, c)| c).collect();
         self.facts
+    }
+
+    /// Messages mode: the reply seen (text, then tool calls), and an error
+    /// event as a message the UI shows. `None` when neither was seen.
+    pub fn into_messages(self) -> Option<Messages> {
+        let out = self.out?;
+        let mut m = Messages::shown(Vec::new());
+        if out.seen {
+            let mut parts = Vec::new();
+            if !out.text.is_empty() {
+                parts.push(Part::Text(out.text));
+            }
+            if !out.thinking.is_empty() {
+                parts.push(Part::Reasoning(out.thinking));
+            }
+            for (_, call) in self.calls {
+                parts.push(Part::ToolCall {
+                    id: messages::text_or_null(&call.id),
+                    name: messages::text_or_null(&call.name),
+                    arguments: messages::args_text(&call.arguments),
+                });
+            }
+            m = Messages::exported(vec![messages::reply(parts, out.finish)]);
+        }
+        if let Some(e) = out.error {
+            m.list.push(Message::shown("error", e));
+        }
+        (!m.list.is_empty()).then_some(m)
+    }
+}
+
+/// Keeps one event for messages mode (tool calls are the parser's own).
+fn keep_event(out: &mut StreamOut, kind: &str, ev: &Event<'_>) {
+    match kind {
+        "content_block_start" => out.seen = true,
+        "content_block_delta" => {
+            out.seen = true;
+            if let Some(d) = &ev.delta {
+                if let Some(t) = &d.text {
+                    out.text.push_str(t);
+                }
+                if let Some(t) = &d.thinking {
+                    out.thinking.push_str(t);
+                }
+            }
+        }
+        "message_delta" => {
+            out.seen = true;
+            out.finish = ev
+                .delta
+                .as_ref()
+                .and_then(|d| d.stop_reason.clone())
+                .map_or(serde_json::Value::Null, Into::into);
+        }
+        "error" => {
+            let e = ev.error.as_ref().map(ErrorObject::to_api_error);
+            out.error = Some(
+                e.map(|e| e.message)
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| "stream error".into()),
+            );
+        }
+        _ => {}
     }
 }
 

@@ -6,8 +6,11 @@
 //! `anthropic` for Messages). This file holds what they share: the
 //! classification of an upstream path into an endpoint, the request fields
 //! every format names the same way, and the dispatch to the right parser.
+//! `messages` reads captured bodies into the conversation they carry (for
+//! the OTLP export and the admin UI) with these same parsers.
 
 pub mod anthropic;
+pub mod messages;
 pub mod openai;
 pub mod responses;
 
@@ -349,6 +352,27 @@ impl StreamParser {
         }
     }
 
+    /// The parser of a recorded stream being replayed for its messages
+    /// (see `messages`); never used on the request path.
+    pub fn for_messages(endpoint: Endpoint) -> Option<Self> {
+        let enc = Encoding::O200k;
+        Some(match Self::for_endpoint(endpoint, enc, false)? {
+            StreamParser::Chat(s) => StreamParser::Chat(s.with_messages()),
+            StreamParser::Responses(s) => StreamParser::Responses(s.with_messages()),
+            StreamParser::Messages(s) => StreamParser::Messages(s.with_messages()),
+        })
+    }
+
+    /// The messages a parser made by [`StreamParser::for_messages`] kept
+    /// (`None` from any other, or when the stream showed none).
+    pub fn into_messages(self) -> Option<messages::Messages> {
+        match self {
+            StreamParser::Chat(s) => s.into_messages(),
+            StreamParser::Responses(s) => s.into_messages(),
+            StreamParser::Messages(s) => s.into_messages(),
+        }
+    }
+
     /// One event. Returns true when it carried generated content (the first
     /// such event marks time to first token).
     pub fn on_event(&mut self, event: &str, data: &[u8]) -> bool {
@@ -415,6 +439,11 @@ impl EventStream {
     /// The span fields seen so far.
     pub fn finish(self) -> ResponseFacts {
         self.parser.finish()
+    }
+
+    /// The messages kept (see [`StreamParser::into_messages`]).
+    pub fn into_messages(self) -> Option<messages::Messages> {
+        self.parser.into_messages()
     }
 }
 

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::messages::{self, Messages, Part};
 use super::{
     push_capped, ErrorObject, ResponseFacts, ToolCall, Usage, MAX_TOOL_ARGS, MAX_TOOL_CALLS,
 };
@@ -489,6 +490,85 @@ pub fn parse_embeddings_response(body: &[u8]) -> Option<ResponseFacts> {
     })
 }
 
+// === messages ===
+
+/// A chat request's messages (`messages`; `None` without them).
+pub fn chat_request_messages(v: &serde_json::Value) -> Option<Messages> {
+    let list = v.get("messages")?.as_array()?;
+    Some(Messages::exported(
+        list.iter().filter_map(messages::chat_message).collect(),
+    ))
+}
+
+/// A legacy completion's `prompt` or an embedding's `input` as the user's
+/// message. A string is exported; a list is shown joined (the export
+/// carries `[]` for an embedding's list, nothing for a prompt list).
+pub fn prompt_messages(v: &serde_json::Value, key: &str) -> Option<Messages> {
+    match v.get(key)? {
+        serde_json::Value::String(s) => Some(Messages::exported(vec![messages::Message::new(
+            "user",
+            vec![Part::Text(s.clone())],
+        )])),
+        serde_json::Value::Array(items) => {
+            let text: Vec<String> = items
+                .iter()
+                .map(|i| match i {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            let shown = vec![messages::Message::shown("user", text.join("\n"))];
+            Some(Messages {
+                list: shown,
+                exported: key == "input",
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A whole chat (or legacy completion) response: one message per choice.
+pub fn response_messages(v: &serde_json::Value) -> Option<Messages> {
+    let choices = v.get("choices")?.as_array()?;
+    Some(Messages::exported(
+        choices
+            .iter()
+            .map(|c| {
+                let parts = match (c.get("message"), messages::str_of(c, "text")) {
+                    (Some(m), _) => messages::chat_parts(m),
+                    (None, Some(t)) => vec![Part::Text(t.to_string())],
+                    (None, None) => Vec::new(),
+                };
+                messages::reply(parts, messages::field(c, "finish_reason"))
+            })
+            .collect(),
+    ))
+}
+
+/// An embeddings response: a count the UI shows (the export has none).
+pub fn embeddings_messages(v: &serde_json::Value) -> Option<Messages> {
+    let n = v.get("data")?.as_array()?.len();
+    if messages::str_of(v, "object") != Some("list") {
+        return None;
+    }
+    let s = if n == 1 { "" } else { "s" };
+    Some(Messages::shown(vec![messages::Message::shown(
+        "assistant",
+        format!("[{n} embedding{s}]"),
+    )]))
+}
+
+/// A streamed choice as the messages mode keeps it.
+#[derive(Debug, Default)]
+struct ChoiceOut {
+    text: String,
+    refusal: String,
+    finish: Option<String>,
+}
+
+/// Most choices a replayed stream keeps.
+const MAX_CHOICES: usize = 64;
+
 // === streams ===
 
 /// Accumulates a streamed chat completion (or legacy completion), one SSE
@@ -503,6 +583,9 @@ pub struct ChatStream {
     /// The first choice's content, for the reply's digest.
     text: TextDigest,
     saw_choice: bool,
+    /// Messages mode (a replay for `messages`; never on the request path):
+    /// each choice's text, refusal and finish reason.
+    out: Option<Vec<ChoiceOut>>,
     /// `data: [DONE]` was seen.
     pub done: bool,
     /// Events whose data was not a JSON chunk.
@@ -524,9 +607,16 @@ impl ChatStream {
             calls: Vec::new(),
             text: TextDigest::default(),
             saw_choice: false,
+            out: None,
             done: false,
             malformed_events: 0,
         }
+    }
+
+    /// This parser in messages mode (see [`ChatStream::into_messages`]).
+    pub fn with_messages(mut self) -> Self {
+        self.out = Some(Vec::new());
+        self
     }
 
     /// Takes one event's data. Returns true when it carried generated
@@ -558,6 +648,9 @@ impl ChatStream {
         }
         let mut content = false;
         for choice in chunk.choices.iter().flatten() {
+            if let Some(out) = self.out.as_mut() {
+                keep_choice(out, choice);
+            }
             if let Some(fr) = &choice.finish_reason {
                 if self.facts.finish_reason.is_none() || choice.index.unwrap_or(0) == 0 {
                     self.facts.finish_reason = Some(fr.clone());
@@ -630,6 +723,63 @@ impl ChatStream {
         }
         self.facts.tool_calls = self.calls.into_iter().map(|(_, c)| c).collect();
         self.facts
+    }
+
+    /// Messages mode: one reply per choice seen (`None` when no chunk had
+    /// a choice).
+    pub fn into_messages(self) -> Option<Messages> {
+        let out = self.out.filter(|o| !o.is_empty())?;
+        let list = out
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut parts = Vec::new();
+                if !c.text.is_empty() {
+                    parts.push(Part::Text(c.text));
+                }
+                if !c.refusal.is_empty() {
+                    parts.push(Part::Shown(Box::new(Part::Block {
+                        kind: "refusal".into(),
+                        text: Some(c.refusal),
+                    })));
+                }
+                for (_, call) in self.calls.iter().filter(|((choice, _), _)| *choice == i) {
+                    parts.push(Part::ToolCall {
+                        id: messages::text_or_null(&call.id),
+                        name: messages::text_or_null(&call.name),
+                        arguments: messages::args_text(&call.arguments),
+                    });
+                }
+                let finish = c.finish.map_or(serde_json::Value::Null, Into::into);
+                messages::reply(parts, finish)
+            })
+            .collect();
+        Some(Messages::exported(list))
+    }
+}
+
+/// Keeps one chunk's choice for messages mode.
+fn keep_choice(out: &mut Vec<ChoiceOut>, choice: &ChunkChoice<'_>) {
+    let i = choice.index.unwrap_or(0);
+    if i > MAX_CHOICES {
+        return;
+    }
+    while out.len() <= i {
+        out.push(ChoiceOut::default());
+    }
+    let c = &mut out[i];
+    let d = choice.delta.as_ref();
+    if let Some(t) = d
+        .and_then(|d| d.content.as_deref())
+        .or(choice.text.as_deref())
+    {
+        c.text.push_str(t);
+    }
+    if let Some(r) = d.and_then(|d| d.refusal.as_deref()) {
+        c.refusal.push_str(r);
+    }
+    if choice.finish_reason.is_some() {
+        c.finish.clone_from(&choice.finish_reason);
     }
 }
 

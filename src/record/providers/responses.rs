@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::messages::{self, Message, Messages, Part};
 use super::{
     push_capped, ApiError, ErrorObject, ResponseFacts, ToolCall, Usage, MAX_TOOL_ARGS,
     MAX_TOOL_CALLS,
@@ -233,6 +234,201 @@ pub fn parse_response(body: &[u8], enc: Encoding) -> Option<ResponseFacts> {
     Some(facts)
 }
 
+// === messages ===
+
+/// A Responses request's messages: `instructions`, then `input` (a string,
+/// or messages and items). `None` without an `input` of those shapes.
+pub fn request_messages(v: &serde_json::Value) -> Option<Messages> {
+    use serde_json::Value;
+    let mut list: Vec<Message> = messages::system_message(v.get("instructions"))
+        .into_iter()
+        .collect();
+    match v.get("input")? {
+        Value::String(s) => list.push(Message::new("user", vec![Part::Text(s.clone())])),
+        Value::Array(items) => {
+            for item in items {
+                list.extend(item_message(item));
+            }
+        }
+        _ => return None,
+    }
+    Some(Messages::exported(list))
+}
+
+/// A shown-only tool call (`custom_tool_call`).
+fn custom_call(item: &serde_json::Value) -> Part {
+    let id = item.get("call_id").or_else(|| item.get("id"));
+    Part::Shown(Box::new(Part::ToolCall {
+        id: id.cloned().unwrap_or_default(),
+        name: messages::field(item, "name"),
+        arguments: messages::field(item, "input"),
+    }))
+}
+
+/// A reasoning item's summary (shown only).
+fn reasoning(item: &serde_json::Value) -> Part {
+    let text: Vec<&str> = item
+        .get("summary")
+        .and_then(|s| s.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|s| messages::str_of(s, "text"))
+        .collect();
+    let text = text.join("\n");
+    Part::Reasoning(if text.is_empty() {
+        "[reasoning]".into()
+    } else {
+        text
+    })
+}
+
+/// One `input` item as a message.
+fn item_message(item: &serde_json::Value) -> Option<Message> {
+    let shown = |role: &str, parts: Vec<Part>| Message {
+        exported: false,
+        ..Message::new(role, parts)
+    };
+    if let Some(s) = item.as_str() {
+        return Some(shown("user", vec![Part::Text(s.to_string())]));
+    }
+    let kind = messages::str_of(item, "type");
+    Some(match kind {
+        Some("function_call") => Message::new(
+            "assistant",
+            vec![Part::ToolCall {
+                id: messages::field(item, "call_id"),
+                name: messages::field(item, "name"),
+                arguments: messages::args_value(item.get("arguments")),
+            }],
+        ),
+        Some("function_call_output") => Message::new(
+            "tool",
+            vec![Part::ToolResult {
+                id: messages::field(item, "call_id"),
+                response: messages::field(item, "output"),
+                is_error: false,
+            }],
+        ),
+        Some("custom_tool_call") => shown("assistant", vec![custom_call(item)]),
+        Some("custom_tool_call_output") => shown(
+            "tool",
+            vec![Part::ToolResult {
+                id: messages::field(item, "call_id"),
+                response: messages::field(item, "output"),
+                is_error: false,
+            }],
+        ),
+        Some("reasoning") => shown("assistant", vec![reasoning(item)]),
+        _ => match messages::chat_message(item) {
+            Some(m) => m,
+            None if kind == Some("message") => {
+                let mut parts = Vec::new();
+                if let Some(c) = item.get("content") {
+                    messages::content_parts(c, &mut parts);
+                }
+                shown("assistant", parts)
+            }
+            None => shown("assistant", vec![Part::Text(format!("[{}]", kind?))]),
+        },
+    })
+}
+
+/// A response object's `output` as the assistant's reply: its messages'
+/// content and function calls (finish reason `tool_call` when it asks for
+/// one, else `stop`); reasoning and other items are shown only.
+pub fn response_messages(v: &serde_json::Value) -> Option<Messages> {
+    let items = v.get("output")?.as_array()?;
+    let mut parts = Vec::new();
+    for item in items {
+        match messages::str_of(item, "type") {
+            Some("message") => {
+                if let Some(c) = item.get("content") {
+                    messages::content_parts(c, &mut parts);
+                }
+            }
+            Some("function_call") => parts.push(Part::ToolCall {
+                id: messages::field(item, "call_id"),
+                name: messages::field(item, "name"),
+                arguments: messages::args_value(item.get("arguments")),
+            }),
+            Some("reasoning") => parts.push(reasoning(item)),
+            Some("custom_tool_call") => parts.push(custom_call(item)),
+            Some(other) => parts.push(Part::Shown(Box::new(Part::Text(format!("[{other}]"))))),
+            None => {}
+        }
+    }
+    let calls = parts.iter().any(|p| matches!(p, Part::ToolCall { .. }));
+    let finish = if calls { "tool_call" } else { "stop" };
+    Some(Messages::exported(vec![messages::reply(
+        parts,
+        finish.into(),
+    )]))
+}
+
+/// What messages mode keeps of a stream.
+#[derive(Debug, Default)]
+struct StreamOut {
+    /// The reply of the last terminal event; exported when it was
+    /// `response.completed`.
+    last: Option<Messages>,
+    /// Items seen done, and text deltas: the reply of a cut stream.
+    items: Vec<serde_json::Value>,
+    text: String,
+    error: Option<String>,
+}
+
+/// Most items a replayed stream keeps.
+const MAX_ITEMS: usize = 256;
+
+impl StreamOut {
+    fn keep(&mut self, kind: &str, ev: &Event<'_>, data: &[u8]) {
+        let value = || serde_json::from_slice::<serde_json::Value>(data).ok();
+        match kind {
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                let Some(v) = value() else { return };
+                if let Some(mut m) = v.get("response").and_then(response_messages) {
+                    m.exported = kind == "response.completed";
+                    self.last = Some(m);
+                }
+            }
+            "response.output_item.done" if self.items.len() < MAX_ITEMS => {
+                if let Some(item) = value().and_then(|mut v| v.get_mut("item").map(|i| i.take())) {
+                    self.items.push(item);
+                }
+            }
+            "response.output_text.delta" => {
+                if let Some(d) = &ev.delta {
+                    self.text.push_str(d);
+                }
+            }
+            "error" => {
+                let message = ev.message.clone().filter(|m| !m.is_empty());
+                self.error = Some(message.unwrap_or_else(|| "stream error".into()));
+            }
+            _ => {}
+        }
+    }
+
+    fn into_messages(self) -> Option<Messages> {
+        let mut m = match self.last {
+            Some(m) => m,
+            None if !self.items.is_empty() => {
+                let mut m = response_messages(&serde_json::json!({ "output": self.items }))?;
+                m.exported = false;
+                m
+            }
+            None if !self.text.is_empty() => {
+                Messages::shown(vec![Message::shown("assistant", self.text)])
+            }
+            None => Messages::shown(Vec::new()),
+        };
+        if let Some(e) = self.error {
+            m.list.push(Message::shown("error", e));
+        }
+        (!m.list.is_empty()).then_some(m)
+    }
+}
+
 #[derive(Deserialize)]
 struct Event<'a> {
     #[serde(default, rename = "type", borrow)]
@@ -258,6 +454,8 @@ pub struct ResponsesStream {
     facts: ResponseFacts,
     counter: StreamCounter,
     calls: Vec<(usize, ToolCall)>,
+    /// Messages mode (a replay for `messages`; never on the request path).
+    out: Option<Box<StreamOut>>,
     /// A terminal event (`response.completed`, `.incomplete`, `.failed`) or
     /// an `error` event was seen.
     pub done: bool,
@@ -270,9 +468,23 @@ impl ResponsesStream {
             facts: ResponseFacts::default(),
             counter: StreamCounter::standby(enc),
             calls: Vec::new(),
+            out: None,
             done: false,
             malformed_events: 0,
         }
+    }
+
+    /// This parser in messages mode (see [`ResponsesStream::into_messages`]).
+    pub fn with_messages(mut self) -> Self {
+        self.out = Some(Box::default());
+        self
+    }
+
+    /// Messages mode: the final response's reply (exported when the
+    /// stream completed), else what a cut stream showed; an error event
+    /// as a message the UI shows.
+    pub fn into_messages(self) -> Option<Messages> {
+        self.out?.into_messages()
     }
 
     /// One event; true when it carried generated content.
@@ -285,6 +497,9 @@ impl ResponsesStream {
             }
         };
         let kind = ev.kind.as_deref().unwrap_or(event_name);
+        if let Some(out) = self.out.as_mut() {
+            out.keep(kind, &ev, data);
+        }
         match kind {
             "response.created" | "response.in_progress" | "response.queued" => {
                 if let Some(r) = &ev.response {
