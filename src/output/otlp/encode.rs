@@ -222,14 +222,13 @@ pub fn operation_name(s: &Span) -> Option<&str> {
 
 /// The span's attributes, semantic-convention names first.
 pub fn attributes(s: &Span, server: ServerLookup<'_>) -> Vec<(String, Value)> {
-    let mut a: Vec<(String, Value)> = Vec::with_capacity(32);
-    let mut put = |k: &str, v: Value| a.push((k.to_string(), v));
+    let mut a = Attrs(Vec::with_capacity(32));
     let tool = s.operation_type == "tool_call";
     if let Some(op) = operation_name(s) {
-        put("gen_ai.operation.name", Value::Str(op.into()));
+        a.put("gen_ai.operation.name", Value::Str(op.into()));
     }
     if !s.provider.is_empty() {
-        put("gen_ai.provider.name", Value::Str(s.provider.clone()));
+        a.put("gen_ai.provider.name", Value::Str(s.provider.clone()));
     }
     let props: Option<serde_json::Map<String, serde_json::Value>> = s
         .properties
@@ -238,122 +237,155 @@ pub fn attributes(s: &Span, server: ServerLookup<'_>) -> Vec<(String, Value)> {
     if tool {
         for key in ["gen_ai.tool.name", "gen_ai.tool.call.id"] {
             if let Some(serde_json::Value::String(v)) = props.as_ref().and_then(|p| p.get(key)) {
-                put(key, Value::Str(v.clone()));
+                a.put(key, Value::Str(v.clone()));
             }
         }
-        put("gen_ai.tool.type", Value::Str("function".into()));
+        a.put("gen_ai.tool.type", Value::Str("function".into()));
     } else {
-        if let Some(m) = &s.model {
-            put("gen_ai.request.model", Value::Str(m.clone()));
-        }
-        if let Some(m) = &s.response_model {
-            put("gen_ai.response.model", Value::Str(m.clone()));
-        }
-        if let Some(id) = &s.response_id {
-            put("gen_ai.response.id", Value::Str(id.clone()));
-        }
-        if let Some(fr) = &s.finish_reason {
-            put(
-                "gen_ai.response.finish_reasons",
-                Value::StrArray(vec![fr.clone()]),
-            );
-        }
-        let tokens = [
-            ("gen_ai.usage.input_tokens", s.input_tokens),
-            ("gen_ai.usage.output_tokens", s.output_tokens),
-            (
-                "gen_ai.usage.cache_read.input_tokens",
-                s.cached_input_tokens,
-            ),
-            (
-                "gen_ai.usage.cache_creation.input_tokens",
-                s.cache_write_tokens,
-            ),
-            ("gen_ai.usage.reasoning.output_tokens", s.reasoning_tokens),
-        ];
-        for (k, v) in tokens {
-            if let Some(v) = v {
-                put(k, Value::Int(v));
-            }
-        }
-        put("gen_ai.request.stream", Value::Bool(s.stream));
-        if let Some(ttft) = s.ttft_ms {
-            put(
-                "gen_ai.response.time_to_first_chunk",
-                Value::Double(ttft / 1000.0),
-            );
-        }
-        put("llmtap.tokens_estimated", Value::Bool(s.tokens_estimated));
-        if let Some(c) = s.cost_usd {
-            put("llmtap.cost_usd", Value::Double(c));
-        }
-        if let Some(code) = s.http_status {
-            put("http.response.status_code", Value::Int(i64::from(code)));
-        }
-        if !s.method.is_empty() {
-            put("http.request.method", Value::Str(s.method.clone()));
-        }
-        if !s.path.is_empty() {
-            put("url.path", Value::Str(s.path.clone()));
+        call_attributes(&mut a, s);
+    }
+    context_attributes(&mut a, s, server);
+    if let Some(props) = &props {
+        property_attributes(&mut a, props, tool);
+    }
+    message_attributes(&mut a, s, tool);
+    a.0
+}
+
+/// Attributes in the order they are written.
+struct Attrs(Vec<(String, Value)>);
+
+impl Attrs {
+    fn put(&mut self, k: &str, v: Value) {
+        self.0.push((k.to_string(), v));
+    }
+}
+
+/// A model call's facts: models, response, tokens, timing, cost, HTTP.
+fn call_attributes(a: &mut Attrs, s: &Span) {
+    if let Some(m) = &s.model {
+        a.put("gen_ai.request.model", Value::Str(m.clone()));
+    }
+    if let Some(m) = &s.response_model {
+        a.put("gen_ai.response.model", Value::Str(m.clone()));
+    }
+    if let Some(id) = &s.response_id {
+        a.put("gen_ai.response.id", Value::Str(id.clone()));
+    }
+    if let Some(fr) = &s.finish_reason {
+        a.put(
+            "gen_ai.response.finish_reasons",
+            Value::StrArray(vec![fr.clone()]),
+        );
+    }
+    let tokens = [
+        ("gen_ai.usage.input_tokens", s.input_tokens),
+        ("gen_ai.usage.output_tokens", s.output_tokens),
+        (
+            "gen_ai.usage.cache_read.input_tokens",
+            s.cached_input_tokens,
+        ),
+        (
+            "gen_ai.usage.cache_creation.input_tokens",
+            s.cache_write_tokens,
+        ),
+        ("gen_ai.usage.reasoning.output_tokens", s.reasoning_tokens),
+    ];
+    for (k, v) in tokens {
+        if let Some(v) = v {
+            a.put(k, Value::Int(v));
         }
     }
+    a.put("gen_ai.request.stream", Value::Bool(s.stream));
+    if let Some(ttft) = s.ttft_ms {
+        a.put(
+            "gen_ai.response.time_to_first_chunk",
+            Value::Double(ttft / 1000.0),
+        );
+    }
+    a.put("llmtap.tokens_estimated", Value::Bool(s.tokens_estimated));
+    if let Some(c) = s.cost_usd {
+        a.put("llmtap.cost_usd", Value::Double(c));
+    }
+    if let Some(code) = s.http_status {
+        a.put("http.response.status_code", Value::Int(i64::from(code)));
+    }
+    if !s.method.is_empty() {
+        a.put("http.request.method", Value::Str(s.method.clone()));
+    }
+    if !s.path.is_empty() {
+        a.put("url.path", Value::Str(s.path.clone()));
+    }
+}
+
+/// What places the span: conversation, server, error, status, route, who.
+fn context_attributes(a: &mut Attrs, s: &Span, server: ServerLookup<'_>) {
     if let Some(c) = &s.conversation_id {
-        put("gen_ai.conversation.id", Value::Str(c.clone()));
+        a.put("gen_ai.conversation.id", Value::Str(c.clone()));
     }
     if let Some((host, port)) = server(&s.route) {
-        put("server.address", Value::Str(host));
-        put("server.port", Value::Int(i64::from(port)));
+        a.put("server.address", Value::Str(host));
+        a.put("server.port", Value::Int(i64::from(port)));
     }
     if let Some(e) = &s.error_type {
-        put("error.type", Value::Str(e.clone()));
+        a.put("error.type", Value::Str(e.clone()));
     }
-    put("llmtap.status", Value::Str(s.status.as_str().into()));
-    put(
+    a.put("llmtap.status", Value::Str(s.status.as_str().into()));
+    a.put(
         "llmtap.operation_type",
         Value::Str(s.operation_type.clone()),
     );
     if !s.route.is_empty() {
-        put("llmtap.route", Value::Str(s.route.clone()));
+        a.put("llmtap.route", Value::Str(s.route.clone()));
     }
     if let Some(v) = &s.session_id {
-        put("session.id", Value::Str(v.clone()));
+        a.put("session.id", Value::Str(v.clone()));
     }
     if let Some(v) = &s.user_id {
-        put("user.id", Value::Str(v.clone()));
+        a.put("user.id", Value::Str(v.clone()));
     }
     if let Some(v) = &s.api_key_hash {
-        put("llmtap.api_key_hash", Value::Str(v.clone()));
+        a.put("llmtap.api_key_hash", Value::Str(v.clone()));
     }
-    if let Some(props) = &props {
-        for (k, v) in props {
-            if tool && k.starts_with("gen_ai.tool.") {
-                continue;
-            }
-            let text = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            put(&format!("llmtap.property.{k}"), Value::Str(text));
+}
+
+/// Custom properties as `llmtap.property.*` (a tool span's own keys are
+/// already its `gen_ai.tool.*`).
+fn property_attributes(
+    a: &mut Attrs,
+    props: &serde_json::Map<String, serde_json::Value>,
+    tool: bool,
+) {
+    for (k, v) in props {
+        if tool && k.starts_with("gen_ai.tool.") {
+            continue;
         }
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        a.put(&format!("llmtap.property.{k}"), Value::Str(text));
     }
-    // Message content: present only when body capture is on (the record
-    // then holds the bodies).
+}
+
+/// Message content: present only when body capture is on (the record then
+/// holds the bodies).
+fn message_attributes(a: &mut Attrs, s: &Span, tool: bool) {
     if tool {
         if let Some(args) = &s.request_body {
-            put("gen_ai.tool.call.arguments", Value::Str(args.clone()));
+            a.put("gen_ai.tool.call.arguments", Value::Str(args.clone()));
         }
         if let Some(result) = &s.response_body {
-            put("gen_ai.tool.call.result", Value::Str(result.clone()));
+            a.put("gen_ai.tool.call.result", Value::Str(result.clone()));
         }
     } else {
         if let Some(m) = super::messages::input(s) {
-            put("gen_ai.input.messages", Value::Str(m));
+            a.put("gen_ai.input.messages", Value::Str(m));
         }
         if let Some(m) = super::messages::output(s) {
-            put("gen_ai.output.messages", Value::Str(m));
+            a.put("gen_ai.output.messages", Value::Str(m));
         }
     }
-    a
 }
 
 #[cfg(test)]
