@@ -248,9 +248,40 @@ async fn traces_with(
     few_matches: i64,
     walk_budget: i64,
 ) -> Result<TracePage, StoreError> {
+    let limit = q.limit.max(1);
+    let mut heads = choose_heads(db, q, few_matches, walk_budget).await?;
+    let more = heads.len() > limit;
+    heads.truncate(limit);
+    let next = if more {
+        heads.last().map(|h| TraceKey {
+            start_time_us: h.start_time,
+            trace_id: h.trace_id.clone(),
+        })
+    } else {
+        None
+    };
+    if heads.is_empty() {
+        return Ok(TracePage {
+            traces: Vec::new(),
+            next,
+        });
+    }
+    let traces = summaries(db, heads).await?;
+    Ok(TracePage { traces, next })
+}
+
+/// The heads of the traces that match, newest first: walked, found by
+/// the spans-first plan, or by id (one more than the page, to tell if
+/// there is a next one).
+async fn choose_heads(
+    db: Db<'_>,
+    q: &TraceQuery,
+    few_matches: i64,
+    walk_budget: i64,
+) -> Result<Vec<Head>, StoreError> {
     let f = &q.filter;
     let limit = q.limit.max(1);
-    let mut heads = if !f.has_span_conditions() {
+    let heads = if !f.has_span_conditions() {
         read_heads(db, q, Plan::Walk).await?
     } else {
         let indexed = !f.status.is_empty()
@@ -275,23 +306,11 @@ async fn traces_with(
             },
         }
     };
-    let more = heads.len() > limit;
-    heads.truncate(limit);
-    let next = if more {
-        heads.last().map(|h| TraceKey {
-            start_time_us: h.start_time,
-            trace_id: h.trace_id.clone(),
-        })
-    } else {
-        None
-    };
-    if heads.is_empty() {
-        return Ok(TracePage {
-            traces: Vec::new(),
-            next,
-        });
-    }
+    Ok(heads)
+}
 
+/// Each head's trace summed up (spans, errors, tokens, cost, models).
+async fn summaries(db: Db<'_>, heads: Vec<Head>) -> Result<Vec<TraceSummary>, StoreError> {
     // The totals of the chosen traces. Written for both dialects: sums of
     // CASE rather than of booleans, and every integer sum cast to BIGINT
     // (PostgreSQL sums BIGINTs into NUMERIC).
@@ -363,7 +382,7 @@ async fn traces_with(
             trace_id: h.trace_id,
         });
     }
-    Ok(TracePage { traces: out, next })
+    Ok(out)
 }
 
 /// Heads examined by a first, bounded walk when only unindexed columns
