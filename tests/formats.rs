@@ -225,7 +225,7 @@ async fn chat_stream_error_fails_the_span_and_estimates_what_was_seen() {
 
 /// A stream that asked for a usage chunk but failed before it came has no
 /// usage from the provider: its tokens are counted from what was seen, as
-/// for a stream that did not ask (README: "tokens seen so far").
+/// for a stream that did not ask (docs/troubleshooting.md: "tokens seen so far").
 #[tokio::test]
 async fn chat_stream_error_with_include_usage_still_estimates_output() {
     let h = Harness::start().await;
