@@ -238,10 +238,11 @@ impl PgStore {
 /// when none holds one (the common case: nothing is copied).
 fn without_nul(spans: &[Span]) -> Option<Vec<Span>> {
     let has_nul = |s: &Span| {
-        COLUMNS.iter().any(|c| match (c.get)(s) {
-            Value::Text(Some(t)) => t.contains('\0'),
-            _ => false,
+        schema::try_for_each_value(s, |_, v| match v {
+            Value::Text(Some(t)) if t.contains('\0') => Err(()),
+            _ => Ok(()),
         })
+        .is_err()
     };
     if !spans.iter().any(has_nul) {
         return None;
@@ -278,11 +279,12 @@ fn encode_copy_row(buf: &mut Vec<u8>, s: &Span) -> Option<()> {
         }
     }
     buf.extend_from_slice(&(COLUMNS.len() as i16).to_be_bytes());
-    for c in COLUMNS {
-        match (c.get)(s) {
+    schema::try_for_each_value(s, |_, v| {
+        match v {
             Value::Text(None) => buf.extend_from_slice(&(-1i32).to_be_bytes()),
             Value::Text(Some(v)) => {
-                buf.extend_from_slice(&i32::try_from(v.len()).ok()?.to_be_bytes());
+                let len = i32::try_from(v.len()).map_err(|_| ())?;
+                buf.extend_from_slice(&len.to_be_bytes());
                 buf.extend_from_slice(v.as_bytes());
             }
             Value::Int(v) => fixed(buf, v.map(i64::to_be_bytes)),
@@ -292,8 +294,9 @@ fn encode_copy_row(buf: &mut Vec<u8>, s: &Span) -> Option<()> {
                 buf.push(u8::from(v));
             }
         }
-    }
-    Some(())
+        Ok::<(), ()>(())
+    })
+    .ok()
 }
 
 /// `INSERT INTO spans (…) SELECT * FROM UNNEST($1::text[], …) ON CONFLICT

@@ -22,7 +22,7 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
-use crate::record::span::schema::{Value, COLUMNS};
+use crate::record::span::schema::{self, Value, COLUMNS};
 use crate::record::span::Span;
 
 /// An SQLite error from the raw insert: the extended result code and
@@ -120,15 +120,16 @@ impl Stmt {
     /// (booleans as 0/1 integers, as sqlx stores them). Allocates nothing:
     /// every text is bound from the span's own bytes.
     fn bind(&mut self, s: &Span) -> Result<(), RawError> {
-        for (i, c) in (1..).zip(COLUMNS) {
-            match (c.get)(s) {
-                Value::Text(t) => self.text(i, t)?,
-                Value::Int(v) => self.int(i, v)?,
-                Value::Real(v) => self.real(i, v)?,
-                Value::Bool(v) => self.int(i, Some(i64::from(v)))?,
+        let mut i: c_int = 0;
+        schema::try_for_each_value(s, |_, v| {
+            i += 1;
+            match v {
+                Value::Text(t) => self.text(i, t),
+                Value::Int(v) => self.int(i, v),
+                Value::Real(v) => self.real(i, v),
+                Value::Bool(v) => self.int(i, Some(i64::from(v))),
             }
-        }
-        Ok(())
+        })
     }
 
     /// Runs the bound row, then resets the statement and clears its

@@ -116,13 +116,12 @@ impl Span {
     /// struct and the bytes of its `String` fields.
     pub fn approx_bytes(&self) -> usize {
         let mut n = std::mem::size_of::<Span>();
-        for c in schema::COLUMNS {
-            if c.text_mut.is_some() {
-                if let schema::Value::Text(Some(t)) = (c.get)(self) {
-                    n += t.len();
-                }
+        let _ = schema::try_for_each_value(self, |c, v| {
+            if let (Some(_), schema::Value::Text(Some(t))) = (c.text_mut, v) {
+                n += t.len();
             }
-        }
+            Ok::<(), std::convert::Infallible>(())
+        });
         n
     }
 }

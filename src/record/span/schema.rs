@@ -10,8 +10,14 @@
 //! a migration for each dialect (tests check that the migrations and this
 //! table agree).
 //!
-//! Must never: allocate to read a column (the writer binds every column of
-//! every span through [`Column::get`]).
+//! The table's getters are calls through pointers; the per-span hot loops
+//! (the SQLite binds, the `COPY` row, the queue's size estimate, the text
+//! walk of redaction and NUL-stripping) use [`try_for_each_value`] and
+//! [`for_each_text`] instead, which the same declaration expands into
+//! straight-line field reads.
+//!
+//! Must never: allocate to read a column (the writer reads every column of
+//! every span).
 
 use super::{Span, SpanStatus};
 
@@ -81,205 +87,241 @@ impl std::fmt::Debug for Column {
     }
 }
 
-/// One [`Column`] from a field and its Rust type: `col!("name", field:
-/// Type)`, or `col!(redact "name", field: Type)` for a column redaction
-/// applies to. The types are the ones `Span` uses.
-macro_rules! col {
-    (redact $name:literal, $f:ident: $($ty:tt)+) => {
-        col!(@ $name, $f, true, $($ty)+)
+/// What a field's Rust type makes of its column (the types `Span` uses):
+/// `@kind`, `@nullable`, `@get` (the value, borrowed), `@set` (from a read
+/// value: another kind, or NULL for a column that is not nullable, leaves
+/// the field as it is), `@text_mut` (the `String`, for text stored from
+/// one) and `@each_text` (`g(column, &mut string)` when there is one). `@redact` turns the entry's optional `redact` flag into a
+/// bool.
+macro_rules! field {
+    (@redact) => {
+        false
     };
-    ($name:literal, $f:ident: $($ty:tt)+) => {
-        col!(@ $name, $f, false, $($ty)+)
+    (@redact redact) => {
+        true
     };
-    (@ $name:literal, $f:ident, $redact:expr, String) => {
-        Column {
-            name: $name,
-            kind: Kind::Text,
-            nullable: false,
-            redact: $redact,
-            get: |s| Value::Text(Some(s.$f.as_str())),
-            set: |s, v| {
-                if let Owned::Text(Some(v)) = v {
-                    s.$f = v;
-                }
-            },
-            text_mut: Some(|s| Some(&mut s.$f)),
+
+    (@kind String) => {
+        Kind::Text
+    };
+    (@kind Option<String>) => {
+        Kind::Text
+    };
+    (@kind SpanStatus) => {
+        Kind::Text
+    };
+    (@kind i64) => {
+        Kind::Int
+    };
+    (@kind Option<i64>) => {
+        Kind::Int
+    };
+    (@kind Option<u16>) => {
+        Kind::Int
+    };
+    (@kind f64) => {
+        Kind::Real
+    };
+    (@kind Option<f64>) => {
+        Kind::Real
+    };
+    (@kind bool) => {
+        Kind::Bool
+    };
+
+    (@nullable Option<$t:ident>) => {
+        true
+    };
+    (@nullable $t:ident) => {
+        false
+    };
+
+    (@get $s:ident . $f:ident, String) => {
+        Value::Text(Some($s.$f.as_str()))
+    };
+    (@get $s:ident . $f:ident, Option<String>) => {
+        Value::Text($s.$f.as_deref())
+    };
+    (@get $s:ident . $f:ident, SpanStatus) => {
+        Value::Text(Some($s.$f.as_str()))
+    };
+    (@get $s:ident . $f:ident, i64) => {
+        Value::Int(Some($s.$f))
+    };
+    (@get $s:ident . $f:ident, Option<i64>) => {
+        Value::Int($s.$f)
+    };
+    (@get $s:ident . $f:ident, Option<u16>) => {
+        Value::Int($s.$f.map(i64::from))
+    };
+    (@get $s:ident . $f:ident, f64) => {
+        Value::Real(Some($s.$f))
+    };
+    (@get $s:ident . $f:ident, Option<f64>) => {
+        Value::Real($s.$f)
+    };
+    (@get $s:ident . $f:ident, bool) => {
+        Value::Bool($s.$f)
+    };
+
+    (@set $s:ident . $f:ident = $v:ident, String) => {
+        if let Owned::Text(Some(v)) = $v {
+            $s.$f = v;
         }
     };
-    (@ $name:literal, $f:ident, $redact:expr, Option<String>) => {
-        Column {
-            name: $name,
-            kind: Kind::Text,
-            nullable: true,
-            redact: $redact,
-            get: |s| Value::Text(s.$f.as_deref()),
-            set: |s, v| {
-                if let Owned::Text(v) = v {
-                    s.$f = v;
-                }
-            },
-            text_mut: Some(|s| s.$f.as_mut()),
+    (@set $s:ident . $f:ident = $v:ident, Option<String>) => {
+        if let Owned::Text(v) = $v {
+            $s.$f = v;
         }
     };
-    (@ $name:literal, $f:ident, $redact:expr, SpanStatus) => {
-        Column {
-            name: $name,
-            kind: Kind::Text,
-            nullable: false,
-            redact: $redact,
-            get: |s| Value::Text(Some(s.$f.as_str())),
-            // A name this build does not know reads as failed.
-            set: |s, v| {
-                if let Owned::Text(Some(v)) = v {
-                    s.$f = SpanStatus::parse(&v).unwrap_or(SpanStatus::Failed);
-                }
-            },
-            text_mut: None,
+    // A name this build does not know reads as failed.
+    (@set $s:ident . $f:ident = $v:ident, SpanStatus) => {
+        if let Owned::Text(Some(v)) = $v {
+            $s.$f = SpanStatus::parse(&v).unwrap_or(SpanStatus::Failed);
         }
     };
-    (@ $name:literal, $f:ident, $redact:expr, i64) => {
-        Column {
-            name: $name,
-            kind: Kind::Int,
-            nullable: false,
-            redact: $redact,
-            get: |s| Value::Int(Some(s.$f)),
-            set: |s, v| {
-                if let Owned::Int(Some(v)) = v {
-                    s.$f = v;
-                }
-            },
-            text_mut: None,
+    (@set $s:ident . $f:ident = $v:ident, i64) => {
+        if let Owned::Int(Some(v)) = $v {
+            $s.$f = v;
         }
     };
-    (@ $name:literal, $f:ident, $redact:expr, Option<i64>) => {
-        Column {
-            name: $name,
-            kind: Kind::Int,
-            nullable: true,
-            redact: $redact,
-            get: |s| Value::Int(s.$f),
-            set: |s, v| {
-                if let Owned::Int(v) = v {
-                    s.$f = v;
-                }
-            },
-            text_mut: None,
+    (@set $s:ident . $f:ident = $v:ident, Option<i64>) => {
+        if let Owned::Int(v) = $v {
+            $s.$f = v;
         }
     };
     // A stored value out of `u16`'s range reads as NULL.
-    (@ $name:literal, $f:ident, $redact:expr, Option<u16>) => {
-        Column {
-            name: $name,
-            kind: Kind::Int,
-            nullable: true,
-            redact: $redact,
-            get: |s| Value::Int(s.$f.map(i64::from)),
-            set: |s, v| {
-                if let Owned::Int(v) = v {
-                    s.$f = v.and_then(|v| u16::try_from(v).ok());
-                }
-            },
-            text_mut: None,
+    (@set $s:ident . $f:ident = $v:ident, Option<u16>) => {
+        if let Owned::Int(v) = $v {
+            $s.$f = v.and_then(|v| u16::try_from(v).ok());
         }
     };
-    (@ $name:literal, $f:ident, $redact:expr, f64) => {
-        Column {
-            name: $name,
-            kind: Kind::Real,
-            nullable: false,
-            redact: $redact,
-            get: |s| Value::Real(Some(s.$f)),
-            set: |s, v| {
-                if let Owned::Real(Some(v)) = v {
-                    s.$f = v;
-                }
-            },
-            text_mut: None,
+    (@set $s:ident . $f:ident = $v:ident, f64) => {
+        if let Owned::Real(Some(v)) = $v {
+            $s.$f = v;
         }
     };
-    (@ $name:literal, $f:ident, $redact:expr, Option<f64>) => {
-        Column {
-            name: $name,
-            kind: Kind::Real,
-            nullable: true,
-            redact: $redact,
-            get: |s| Value::Real(s.$f),
-            set: |s, v| {
-                if let Owned::Real(v) = v {
-                    s.$f = v;
-                }
-            },
-            text_mut: None,
+    (@set $s:ident . $f:ident = $v:ident, Option<f64>) => {
+        if let Owned::Real(v) = $v {
+            $s.$f = v;
         }
     };
-    (@ $name:literal, $f:ident, $redact:expr, bool) => {
-        Column {
-            name: $name,
-            kind: Kind::Bool,
-            nullable: false,
-            redact: $redact,
-            get: |s| Value::Bool(s.$f),
-            set: |s, v| {
-                if let Owned::Bool(v) = v {
-                    s.$f = v;
-                }
-            },
-            text_mut: None,
+    (@set $s:ident . $f:ident = $v:ident, bool) => {
+        if let Owned::Bool(v) = $v {
+            $s.$f = v;
+        }
+    };
+
+    (@text_mut $f:ident, String) => {
+        Some(|s| Some(&mut s.$f))
+    };
+    (@text_mut $f:ident, Option<String>) => {
+        Some(|s| s.$f.as_mut())
+    };
+    (@text_mut $f:ident, $($t:tt)+) => {
+        None
+    };
+
+    (@each_text $s:ident . $f:ident, $g:ident($c:expr), String) => {
+        $g($c, &mut $s.$f)
+    };
+    (@each_text $s:ident . $f:ident, $g:ident($c:expr), Option<String>) => {
+        if let Some(t) = $s.$f.as_mut() {
+            $g($c, t)
+        }
+    };
+    (@each_text $s:ident . $f:ident, $g:ident($c:expr), $($t:tt)+) => {};
+}
+
+/// The table, from one entry per column: `([redact,] "name", field:
+/// Type)`. Makes [`COLUMNS`], and [`try_for_each_value`] and
+/// [`for_each_text`]: walks over the same columns that read each field
+/// directly (no call through a pointer), for the per-span hot loops.
+macro_rules! columns {
+    ($( ($($redact:ident,)? $name:literal, $f:ident: $($ty:tt)+) ),+ $(,)?) => {
+        /// Each field's position in the table.
+        #[allow(non_camel_case_types, clippy::enum_variant_names)]
+        #[derive(Clone, Copy)]
+        enum Index { $($f),+ }
+
+        static TABLE: [Column; [$(Index::$f),+].len()] = [$(
+            Column {
+                name: $name,
+                kind: field!(@kind $($ty)+),
+                nullable: field!(@nullable $($ty)+),
+                redact: field!(@redact $($redact)?),
+                get: |s| field!(@get s.$f, $($ty)+),
+                set: |s, v| field!(@set s.$f = v, $($ty)+),
+                text_mut: field!(@text_mut $f, $($ty)+),
+            }
+        ),+];
+
+        /// Every column of the span record, in the stores' column order
+        /// (the order of `Span`'s fields).
+        pub static COLUMNS: &[Column] = &TABLE;
+
+        /// Calls `f` with every column of [`COLUMNS`], in order, and its
+        /// value in `s` (what [`Column::get`] gives, read inline: the
+        /// writer's and the queue's per-span walk), stopping at the first
+        /// error.
+        #[inline]
+        pub fn try_for_each_value<'a, E>(
+            s: &'a Span,
+            mut f: impl FnMut(&'static Column, Value<'a>) -> Result<(), E>,
+        ) -> Result<(), E> {
+            $( f(&TABLE[Index::$f as usize], field!(@get s.$f, $($ty)+))?; )+
+            Ok(())
+        }
+
+        /// Calls `f` with every text column stored from a `String` field
+        /// (all but `status`) and that field, when it is not NULL, in
+        /// order, field by field (for redaction, filtered by
+        /// [`Column::redact`]; for PostgreSQL, which cannot store NUL, all
+        /// of them).
+        #[inline]
+        pub fn for_each_text(s: &mut Span, mut f: impl FnMut(&'static Column, &mut String)) {
+            $( field!(@each_text s.$f, f(&TABLE[Index::$f as usize]), $($ty)+); )+
         }
     };
 }
 
-/// Every column of the span record, in the stores' column order (the
-/// order of `Span`'s fields).
-pub static COLUMNS: &[Column] = &[
-    col!("trace_id", trace_id: String),
-    col!("span_id", span_id: String),
-    col!("parent_span_id", parent_span_id: Option<String>),
-    col!("name", name: String),
-    col!("operation_type", operation_type: String),
-    col!("provider", provider: String),
-    col!("route", route: String),
-    col!("method", method: String),
-    col!(redact "path", path: String),
-    col!("model", model: Option<String>),
-    col!("response_model", response_model: Option<String>),
-    col!("stream", stream: bool),
-    col!("http_status", http_status: Option<u16>),
-    col!("status", status: SpanStatus),
-    col!("error_type", error_type: Option<String>),
-    col!(redact "error_message", error_message: Option<String>),
-    col!("start_time", start_time_us: i64),
-    col!("end_time", end_time_us: i64),
-    col!("duration_ms", duration_ms: f64),
-    col!("ttft_ms", ttft_ms: Option<f64>),
-    col!("input_tokens", input_tokens: Option<i64>),
-    col!("output_tokens", output_tokens: Option<i64>),
-    col!("cached_input_tokens", cached_input_tokens: Option<i64>),
-    col!("cache_write_tokens", cache_write_tokens: Option<i64>),
-    col!("reasoning_tokens", reasoning_tokens: Option<i64>),
-    col!("tokens_estimated", tokens_estimated: bool),
-    col!("cost_usd", cost_usd: Option<f64>),
-    col!("finish_reason", finish_reason: Option<String>),
-    col!(redact "response_id", response_id: Option<String>),
-    col!(redact "conversation_id", conversation_id: Option<String>),
-    col!(redact "session_id", session_id: Option<String>),
-    col!(redact "user_id", user_id: Option<String>),
-    col!("api_key_hash", api_key_hash: Option<String>),
-    col!(redact "properties", properties: Option<String>),
-    col!(redact "request_body", request_body: Option<String>),
-    col!(redact "response_body", response_body: Option<String>),
-];
-
-/// Calls `f` on every text field of `span` that is stored from a `String`
-/// and is not NULL (for redaction, filtered by [`Column::redact`]; for
-/// PostgreSQL, which cannot store NUL, all of them).
-pub fn for_each_text(span: &mut Span, mut f: impl FnMut(&Column, &mut String)) {
-    for c in COLUMNS {
-        if let Some(t) = c.text_mut.and_then(|m| m(span)) {
-            f(c, t);
-        }
-    }
+columns! {
+    ("trace_id", trace_id: String),
+    ("span_id", span_id: String),
+    ("parent_span_id", parent_span_id: Option<String>),
+    ("name", name: String),
+    ("operation_type", operation_type: String),
+    ("provider", provider: String),
+    ("route", route: String),
+    ("method", method: String),
+    (redact, "path", path: String),
+    ("model", model: Option<String>),
+    ("response_model", response_model: Option<String>),
+    ("stream", stream: bool),
+    ("http_status", http_status: Option<u16>),
+    ("status", status: SpanStatus),
+    ("error_type", error_type: Option<String>),
+    (redact, "error_message", error_message: Option<String>),
+    ("start_time", start_time_us: i64),
+    ("end_time", end_time_us: i64),
+    ("duration_ms", duration_ms: f64),
+    ("ttft_ms", ttft_ms: Option<f64>),
+    ("input_tokens", input_tokens: Option<i64>),
+    ("output_tokens", output_tokens: Option<i64>),
+    ("cached_input_tokens", cached_input_tokens: Option<i64>),
+    ("cache_write_tokens", cache_write_tokens: Option<i64>),
+    ("reasoning_tokens", reasoning_tokens: Option<i64>),
+    ("tokens_estimated", tokens_estimated: bool),
+    ("cost_usd", cost_usd: Option<f64>),
+    ("finish_reason", finish_reason: Option<String>),
+    (redact, "response_id", response_id: Option<String>),
+    (redact, "conversation_id", conversation_id: Option<String>),
+    (redact, "session_id", session_id: Option<String>),
+    (redact, "user_id", user_id: Option<String>),
+    ("api_key_hash", api_key_hash: Option<String>),
+    (redact, "properties", properties: Option<String>),
+    (redact, "request_body", request_body: Option<String>),
+    (redact, "response_body", response_body: Option<String>),
 }
 
 /// A span with every column set to a value of its own (ids, texts, counts
@@ -366,6 +408,48 @@ mod tests {
         assert!(COLUMNS
             .iter()
             .all(|c| !c.redact || (c.kind == Kind::Text && c.text_mut.is_some())));
+    }
+
+    /// The inline walk gives what the table's getters give, in order.
+    #[test]
+    fn the_inline_walk_agrees_with_the_table() {
+        let s = every_column_set();
+        let mut seen = Vec::new();
+        try_for_each_value(&s, |c, v| {
+            seen.push((c.name, v));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        let table: Vec<_> = COLUMNS.iter().map(|c| (c.name, (c.get)(&s))).collect();
+        assert_eq!(seen, table);
+        let mut n = 0;
+        let stopped = try_for_each_value(&s, |_, _| {
+            n += 1;
+            if n == 3 {
+                Err(())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!((stopped, n), (Err(()), 3));
+    }
+
+    /// `for_each_text` visits exactly the non-NULL `String` columns.
+    #[test]
+    fn the_text_walk_visits_owned_text() {
+        let mut s = every_column_set();
+        s.model = None;
+        let mut seen = Vec::new();
+        for_each_text(&mut s, |c, t| {
+            assert!(t.starts_with(c.name));
+            seen.push(c.name);
+        });
+        let want: Vec<_> = COLUMNS
+            .iter()
+            .filter(|c| c.text_mut.is_some() && c.name != "model")
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(seen, want);
     }
 
     #[test]
