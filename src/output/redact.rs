@@ -18,6 +18,7 @@ use std::borrow::Cow;
 
 use regex::{Regex, RegexSet};
 
+use crate::record::span::schema;
 use crate::record::span::Span;
 
 /// What replaces a redacted secret.
@@ -150,9 +151,7 @@ impl Redactor {
         if self.is_empty() {
             return;
         }
-        for field in text_fields(span) {
-            self.redact_string(field);
-        }
+        text_fields(span, |field| self.redact_string(field));
     }
 }
 
@@ -317,26 +316,17 @@ pub fn redact_literals(span: &mut Span, literals: &[String]) {
             }
         }
     };
-    for field in text_fields(span) {
-        fix(field);
-    }
+    text_fields(span, fix);
 }
 
-/// Every free-text field of a span that could carry a secret.
-fn text_fields(span: &mut Span) -> impl Iterator<Item = &mut String> {
-    [
-        &mut span.request_body,
-        &mut span.response_body,
-        &mut span.error_message,
-        &mut span.properties,
-        &mut span.session_id,
-        &mut span.user_id,
-        &mut span.conversation_id,
-        &mut span.response_id,
-    ]
-    .into_iter()
-    .flatten()
-    .chain(std::iter::once(&mut span.path))
+/// Calls `f` on every free-text field of a span that could carry a secret
+/// (the schema's columns marked `redact`) and is not NULL.
+fn text_fields(span: &mut Span, mut f: impl FnMut(&mut String)) {
+    schema::for_each_text(span, |c, t| {
+        if c.redact {
+            f(t);
+        }
+    });
 }
 
 /// Replaces group 1 of each match (the whole match when there is none).

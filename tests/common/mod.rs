@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use crate::mock::MockProvider;
 
 /// Every column of the span record.
-pub use llmtap::output::store::SPAN_COLUMNS as COLUMNS;
+pub use llmtap::record::span::schema::COLUMNS;
 
 pub struct Harness {
     pub mock: MockProvider,
@@ -252,44 +252,18 @@ pub async fn test_database_url(db: &Path) -> String {
 /// A span as the JSON object `read_spans` gives (SQLite's `json_object` of
 /// the row: flags as 0/1, `properties` as its text).
 pub fn span_json(s: &llmtap::record::span::Span) -> Value {
-    serde_json::json!({
-        "trace_id": s.trace_id,
-        "span_id": s.span_id,
-        "parent_span_id": s.parent_span_id,
-        "name": s.name,
-        "operation_type": s.operation_type,
-        "provider": s.provider,
-        "route": s.route,
-        "method": s.method,
-        "path": s.path,
-        "model": s.model,
-        "response_model": s.response_model,
-        "stream": i64::from(s.stream),
-        "http_status": s.http_status,
-        "status": s.status.as_str(),
-        "error_type": s.error_type,
-        "error_message": s.error_message,
-        "start_time": s.start_time_us,
-        "end_time": s.end_time_us,
-        "duration_ms": s.duration_ms,
-        "ttft_ms": s.ttft_ms,
-        "input_tokens": s.input_tokens,
-        "output_tokens": s.output_tokens,
-        "cached_input_tokens": s.cached_input_tokens,
-        "cache_write_tokens": s.cache_write_tokens,
-        "reasoning_tokens": s.reasoning_tokens,
-        "tokens_estimated": i64::from(s.tokens_estimated),
-        "cost_usd": s.cost_usd,
-        "finish_reason": s.finish_reason,
-        "response_id": s.response_id,
-        "conversation_id": s.conversation_id,
-        "session_id": s.session_id,
-        "user_id": s.user_id,
-        "api_key_hash": s.api_key_hash,
-        "properties": s.properties,
-        "request_body": s.request_body,
-        "response_body": s.response_body,
-    })
+    use llmtap::record::span::schema::Value as V;
+    let mut row = serde_json::Map::new();
+    for c in COLUMNS {
+        let v = match (c.get)(s) {
+            V::Text(t) => serde_json::json!(t),
+            V::Int(v) => serde_json::json!(v),
+            V::Real(v) => serde_json::json!(v),
+            V::Bool(v) => serde_json::json!(i64::from(v)),
+        };
+        row.insert(c.name.to_string(), v);
+    }
+    Value::Object(row)
 }
 
 /// All spans of a harness's store (`db` is `Harness::db`), as JSON objects
@@ -322,7 +296,10 @@ pub async fn read_spans(db: &Path) -> Vec<Value> {
         .connect()
         .await
         .unwrap();
-    let fields: Vec<String> = COLUMNS.iter().map(|c| format!("'{c}', {c}")).collect();
+    let fields: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("'{0}', {0}", c.name))
+        .collect();
     let sql = format!(
         "SELECT json_object({}) FROM spans ORDER BY start_time, rowid",
         fields.join(", ")

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 pub use query::{like_escape, SpanFilter, SpanKey, TraceKey, TracePage, TraceQuery, TraceSummary};
 pub use stats::{Bucket, Stats, StatsQuery, MAX_BUCKETS};
 
+use crate::record::span::schema::COLUMNS;
 use crate::record::span::Span;
 
 /// Store failures.
@@ -246,46 +247,15 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_user_session.sql")),
 ];
 
-/// Every column of the span record, in `Span` field order (inserts use it;
-/// so do tests that read rows back).
-pub const SPAN_COLUMNS: &[&str] = &[
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "operation_type",
-    "provider",
-    "route",
-    "method",
-    "path",
-    "model",
-    "response_model",
-    "stream",
-    "http_status",
-    "status",
-    "error_type",
-    "error_message",
-    "start_time",
-    "end_time",
-    "duration_ms",
-    "ttft_ms",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "tokens_estimated",
-    "cost_usd",
-    "finish_reason",
-    "response_id",
-    "conversation_id",
-    "session_id",
-    "user_id",
-    "api_key_hash",
-    "properties",
-    "request_body",
-    "response_body",
-];
+/// `trace_id, span_id, …`: every column of the span record
+/// ([`COLUMNS`]), in order, for the statements that name them all.
+pub(crate) fn column_list() -> String {
+    COLUMNS
+        .iter()
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::Row;
 
-use super::{StoreError, SPAN_COLUMNS};
+use super::StoreError;
+use crate::record::span::schema::{self, Kind, Value, COLUMNS};
 use crate::record::span::Span;
 
 /// The PostgreSQL migrations, in order (the same versions as SQLite's).
@@ -35,8 +36,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 /// Spans per `INSERT … UNNEST` statement. SQLite's `max_rows_per_statement`
-/// exists to stay under its bind-parameter limit; here a statement binds 36
-/// arrays whatever their length, so fewer, larger statements are cheaper
+/// exists to stay under its bind-parameter limit; here a statement binds one
+/// array per column whatever their length, so fewer, larger statements are cheaper
 /// (one round trip and one plan per chunk).
 const ROWS_PER_STATEMENT: usize = 5_000;
 
@@ -53,45 +54,15 @@ const UNIQUE_VIOLATION: &str = "23505";
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6c6c_6d74_6170;
 
-/// Each span column's PostgreSQL array type, in `SPAN_COLUMNS` order.
-const COLUMN_TYPES: &[&str] = &[
-    "text[]",             // trace_id
-    "text[]",             // span_id
-    "text[]",             // parent_span_id
-    "text[]",             // name
-    "text[]",             // operation_type
-    "text[]",             // provider
-    "text[]",             // route
-    "text[]",             // method
-    "text[]",             // path
-    "text[]",             // model
-    "text[]",             // response_model
-    "boolean[]",          // stream
-    "bigint[]",           // http_status
-    "text[]",             // status
-    "text[]",             // error_type
-    "text[]",             // error_message
-    "bigint[]",           // start_time
-    "bigint[]",           // end_time
-    "double precision[]", // duration_ms
-    "double precision[]", // ttft_ms
-    "bigint[]",           // input_tokens
-    "bigint[]",           // output_tokens
-    "bigint[]",           // cached_input_tokens
-    "bigint[]",           // cache_write_tokens
-    "bigint[]",           // reasoning_tokens
-    "boolean[]",          // tokens_estimated
-    "double precision[]", // cost_usd
-    "text[]",             // finish_reason
-    "text[]",             // response_id
-    "text[]",             // conversation_id
-    "text[]",             // session_id
-    "text[]",             // user_id
-    "text[]",             // api_key_hash
-    "text[]",             // properties
-    "text[]",             // request_body
-    "text[]",             // response_body
-];
+/// A column's PostgreSQL array type, for `UNNEST`.
+fn array_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Text => "text[]",
+        Kind::Int => "bigint[]",
+        Kind::Real => "double precision[]",
+        Kind::Bool => "boolean[]",
+    }
+}
 
 /// See the module docs.
 #[derive(Clone)]
@@ -116,7 +87,7 @@ impl PgStore {
             insert_sql: insert_sql(),
             copy_sql: format!(
                 "COPY spans ({}) FROM STDIN (FORMAT binary)",
-                SPAN_COLUMNS.join(", ")
+                super::column_list()
             ),
         };
         store.migrate().await?;
@@ -266,81 +237,26 @@ impl PgStore {
 /// The spans with every NUL in their text replaced by U+FFFD, or `None`
 /// when none holds one (the common case: nothing is copied).
 fn without_nul(spans: &[Span]) -> Option<Vec<Span>> {
-    fn text(s: &Span) -> [Option<&str>; 22] {
-        [
-            Some(&s.trace_id),
-            Some(&s.span_id),
-            s.parent_span_id.as_deref(),
-            Some(&s.name),
-            Some(&s.operation_type),
-            Some(&s.provider),
-            Some(&s.route),
-            Some(&s.method),
-            Some(&s.path),
-            s.model.as_deref(),
-            s.response_model.as_deref(),
-            s.error_type.as_deref(),
-            s.error_message.as_deref(),
-            s.finish_reason.as_deref(),
-            s.response_id.as_deref(),
-            s.conversation_id.as_deref(),
-            s.session_id.as_deref(),
-            s.user_id.as_deref(),
-            s.api_key_hash.as_deref(),
-            s.properties.as_deref(),
-            s.request_body.as_deref(),
-            s.response_body.as_deref(),
-        ]
-    }
-    let has_nul = |s: &Span| text(s).iter().flatten().any(|t| t.contains('\0'));
+    let has_nul = |s: &Span| {
+        schema::try_for_each_value(s, |_, v| match v {
+            Value::Text(Some(t)) if t.contains('\0') => Err(()),
+            _ => Ok(()),
+        })
+        .is_err()
+    };
     if !spans.iter().any(has_nul) {
         return None;
     }
-    let fix = |t: &mut String| {
-        if t.contains('\0') {
-            *t = t.replace('\0', "\u{FFFD}");
-        }
-    };
-    let fix_opt = |t: &mut Option<String>| {
-        if let Some(t) = t {
-            fix(t);
-        }
-    };
     Some(
         spans
             .iter()
             .map(|s| {
                 let mut s = s.clone();
-                for t in [
-                    &mut s.trace_id,
-                    &mut s.span_id,
-                    &mut s.name,
-                    &mut s.operation_type,
-                    &mut s.provider,
-                    &mut s.route,
-                    &mut s.method,
-                    &mut s.path,
-                ] {
-                    fix(t);
-                }
-                for t in [
-                    &mut s.parent_span_id,
-                    &mut s.model,
-                    &mut s.response_model,
-                    &mut s.error_type,
-                    &mut s.error_message,
-                    &mut s.finish_reason,
-                    &mut s.response_id,
-                    &mut s.conversation_id,
-                    &mut s.session_id,
-                    &mut s.user_id,
-                    &mut s.api_key_hash,
-                    &mut s.properties,
-                    &mut s.request_body,
-                    &mut s.response_body,
-                ] {
-                    fix_opt(t);
-                }
+                schema::for_each_text(&mut s, |_, t| {
+                    if t.contains('\0') {
+                        *t = t.replace('\0', "\u{FFFD}");
+                    }
+                });
                 s
             })
             .collect(),
@@ -348,134 +264,96 @@ fn without_nul(spans: &[Span]) -> Option<Vec<Span>> {
 }
 
 /// Appends one span as a binary `COPY` row: the field count, then each
-/// column in `SPAN_COLUMNS` order as a 32-bit length (-1 for NULL) and its
-/// value in PostgreSQL's binary form (text as UTF-8 bytes, BIGINT and
-/// DOUBLE PRECISION as 8 big-endian bytes, BOOLEAN as one byte). `None`
-/// when a text is longer than a 32-bit length can say.
+/// column of [`COLUMNS`] as a 32-bit length (-1 for NULL) and its value in
+/// PostgreSQL's binary form (text as UTF-8 bytes, BIGINT and DOUBLE
+/// PRECISION as 8 big-endian bytes, BOOLEAN as one byte). `None` when a
+/// text is longer than a 32-bit length can say.
 fn encode_copy_row(buf: &mut Vec<u8>, s: &Span) -> Option<()> {
-    fn text(buf: &mut Vec<u8>, v: Option<&str>) -> Option<()> {
-        match v {
-            None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
-            Some(v) => {
-                buf.extend_from_slice(&i32::try_from(v.len()).ok()?.to_be_bytes());
-                buf.extend_from_slice(v.as_bytes());
-            }
-        }
-        Some(())
-    }
-    fn int(buf: &mut Vec<u8>, v: Option<i64>) {
+    fn fixed(buf: &mut Vec<u8>, v: Option<[u8; 8]>) {
         match v {
             None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
             Some(v) => {
                 buf.extend_from_slice(&8i32.to_be_bytes());
-                buf.extend_from_slice(&v.to_be_bytes());
+                buf.extend_from_slice(&v);
             }
         }
     }
-    fn float(buf: &mut Vec<u8>, v: Option<f64>) {
-        int(buf, v.map(|v| v.to_bits() as i64));
-    }
-    fn boolean(buf: &mut Vec<u8>, v: bool) {
-        buf.extend_from_slice(&1i32.to_be_bytes());
-        buf.push(u8::from(v));
-    }
-    buf.extend_from_slice(&(SPAN_COLUMNS.len() as i16).to_be_bytes());
-    text(buf, Some(&s.trace_id))?;
-    text(buf, Some(&s.span_id))?;
-    text(buf, s.parent_span_id.as_deref())?;
-    text(buf, Some(&s.name))?;
-    text(buf, Some(&s.operation_type))?;
-    text(buf, Some(&s.provider))?;
-    text(buf, Some(&s.route))?;
-    text(buf, Some(&s.method))?;
-    text(buf, Some(&s.path))?;
-    text(buf, s.model.as_deref())?;
-    text(buf, s.response_model.as_deref())?;
-    boolean(buf, s.stream);
-    int(buf, s.http_status.map(i64::from));
-    text(buf, Some(s.status.as_str()))?;
-    text(buf, s.error_type.as_deref())?;
-    text(buf, s.error_message.as_deref())?;
-    int(buf, Some(s.start_time_us));
-    int(buf, Some(s.end_time_us));
-    float(buf, Some(s.duration_ms));
-    float(buf, s.ttft_ms);
-    int(buf, s.input_tokens);
-    int(buf, s.output_tokens);
-    int(buf, s.cached_input_tokens);
-    int(buf, s.cache_write_tokens);
-    int(buf, s.reasoning_tokens);
-    boolean(buf, s.tokens_estimated);
-    float(buf, s.cost_usd);
-    text(buf, s.finish_reason.as_deref())?;
-    text(buf, s.response_id.as_deref())?;
-    text(buf, s.conversation_id.as_deref())?;
-    text(buf, s.session_id.as_deref())?;
-    text(buf, s.user_id.as_deref())?;
-    text(buf, s.api_key_hash.as_deref())?;
-    text(buf, s.properties.as_deref())?;
-    text(buf, s.request_body.as_deref())?;
-    text(buf, s.response_body.as_deref())
+    buf.extend_from_slice(&(COLUMNS.len() as i16).to_be_bytes());
+    schema::try_for_each_value(s, |_, v| {
+        match v {
+            Value::Text(None) => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+            Value::Text(Some(v)) => {
+                let len = i32::try_from(v.len()).map_err(|_| ())?;
+                buf.extend_from_slice(&len.to_be_bytes());
+                buf.extend_from_slice(v.as_bytes());
+            }
+            Value::Int(v) => fixed(buf, v.map(i64::to_be_bytes)),
+            Value::Real(v) => fixed(buf, v.map(|v| v.to_bits().to_be_bytes())),
+            Value::Bool(v) => {
+                buf.extend_from_slice(&1i32.to_be_bytes());
+                buf.push(u8::from(v));
+            }
+        }
+        Ok::<(), ()>(())
+    })
+    .ok()
 }
 
 /// `INSERT INTO spans (…) SELECT * FROM UNNEST($1::text[], …) ON CONFLICT
 /// (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id`.
 fn insert_sql() -> String {
-    let arrays: Vec<String> = COLUMN_TYPES
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("${}::{t}", i + 1))
+    let arrays: Vec<String> = (1..)
+        .zip(COLUMNS)
+        .map(|(i, c)| format!("${i}::{}", array_type(c.kind)))
         .collect();
     format!(
         "INSERT INTO spans ({}) SELECT * FROM UNNEST({}) ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id",
-        SPAN_COLUMNS.join(", "),
+        super::column_list(),
         arrays.join(", ")
     )
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Binds one array per column, in `SPAN_COLUMNS` order.
-fn bind_columns<'q>(q: PgQuery<'q>, spans: &'q [Span]) -> PgQuery<'q> {
-    fn col<'a, T>(spans: &'a [Span], f: impl Fn(&'a Span) -> T) -> Vec<T> {
-        spans.iter().map(f).collect()
+/// Binds one array per column of [`COLUMNS`], in order.
+fn bind_columns<'q>(mut q: PgQuery<'q>, spans: &'q [Span]) -> PgQuery<'q> {
+    for c in COLUMNS {
+        let values = spans.iter().map(|s| (c.get)(s));
+        // A value of another kind than the column's cannot occur (see the
+        // schema's tests); it would bind as NULL.
+        q = match c.kind {
+            Kind::Text => q.bind(
+                values
+                    .map(|v| match v {
+                        Value::Text(t) => t,
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<&str>>>(),
+            ),
+            Kind::Int => q.bind(
+                values
+                    .map(|v| match v {
+                        Value::Int(v) => v,
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<i64>>>(),
+            ),
+            Kind::Real => q.bind(
+                values
+                    .map(|v| match v {
+                        Value::Real(v) => v,
+                        _ => None,
+                    })
+                    .collect::<Vec<Option<f64>>>(),
+            ),
+            Kind::Bool => q.bind(
+                values
+                    .map(|v| matches!(v, Value::Bool(true)))
+                    .collect::<Vec<bool>>(),
+            ),
+        };
     }
-    q.bind(col(spans, |s| s.trace_id.as_str()))
-        .bind(col(spans, |s| s.span_id.as_str()))
-        .bind(col(spans, |s| s.parent_span_id.as_deref()))
-        .bind(col(spans, |s| s.name.as_str()))
-        .bind(col(spans, |s| s.operation_type.as_str()))
-        .bind(col(spans, |s| s.provider.as_str()))
-        .bind(col(spans, |s| s.route.as_str()))
-        .bind(col(spans, |s| s.method.as_str()))
-        .bind(col(spans, |s| s.path.as_str()))
-        .bind(col(spans, |s| s.model.as_deref()))
-        .bind(col(spans, |s| s.response_model.as_deref()))
-        .bind(col(spans, |s| s.stream))
-        .bind(col(spans, |s| s.http_status.map(i64::from)))
-        .bind(col(spans, |s| s.status.as_str()))
-        .bind(col(spans, |s| s.error_type.as_deref()))
-        .bind(col(spans, |s| s.error_message.as_deref()))
-        .bind(col(spans, |s| s.start_time_us))
-        .bind(col(spans, |s| s.end_time_us))
-        .bind(col(spans, |s| s.duration_ms))
-        .bind(col(spans, |s| s.ttft_ms))
-        .bind(col(spans, |s| s.input_tokens))
-        .bind(col(spans, |s| s.output_tokens))
-        .bind(col(spans, |s| s.cached_input_tokens))
-        .bind(col(spans, |s| s.cache_write_tokens))
-        .bind(col(spans, |s| s.reasoning_tokens))
-        .bind(col(spans, |s| s.tokens_estimated))
-        .bind(col(spans, |s| s.cost_usd))
-        .bind(col(spans, |s| s.finish_reason.as_deref()))
-        .bind(col(spans, |s| s.response_id.as_deref()))
-        .bind(col(spans, |s| s.conversation_id.as_deref()))
-        .bind(col(spans, |s| s.session_id.as_deref()))
-        .bind(col(spans, |s| s.user_id.as_deref()))
-        .bind(col(spans, |s| s.api_key_hash.as_deref()))
-        .bind(col(spans, |s| s.properties.as_deref()))
-        .bind(col(spans, |s| s.request_body.as_deref()))
-        .bind(col(spans, |s| s.response_body.as_deref()))
+    q
 }
 
 #[cfg(test)]
@@ -496,13 +374,69 @@ mod tests {
 
     #[test]
     fn one_array_per_column() {
-        assert_eq!(COLUMN_TYPES.len(), SPAN_COLUMNS.len());
         let sql = insert_sql();
-        assert!(sql.contains("$36::text[]") && !sql.contains("$37"));
+        let n = COLUMNS.len();
+        assert!(sql.contains(&format!("${n}::text[]")) && !sql.contains(&format!("${}", n + 1)));
         assert!(sql.contains("$12::boolean[], $13::bigint[]"), "{sql}");
-        // The migration declares every column the insert names.
-        for c in SPAN_COLUMNS {
-            assert!(MIGRATIONS[0].1.contains(&format!("    {c} ")), "{c}");
+    }
+
+    /// The first migration declares every column of the schema, with the
+    /// type of its kind and NOT NULL exactly when it is not nullable (and
+    /// no column the schema lacks).
+    #[test]
+    fn the_migration_matches_the_schema() {
+        let sql = MIGRATIONS[0].1;
+        let start = sql.find("CREATE TABLE IF NOT EXISTS spans (").unwrap();
+        let body = &sql[start..sql[start..].find(");").unwrap() + start];
+        let declared: Vec<&str> = body.lines().skip(1).map(str::trim).collect();
+        assert_eq!(declared.len(), COLUMNS.len(), "{declared:?}");
+        for (line, c) in declared.iter().zip(COLUMNS) {
+            let (name, rest) = line.split_once(' ').unwrap();
+            assert_eq!(name, c.name);
+            let ty = match c.kind {
+                Kind::Text => "TEXT",
+                Kind::Int => "BIGINT",
+                Kind::Real => "DOUBLE PRECISION",
+                Kind::Bool => "BOOLEAN",
+            };
+            assert!(rest.trim_start().starts_with(ty), "{line}");
+            assert_eq!(rest.contains("NOT NULL"), !c.nullable, "{line}");
         }
+    }
+
+    /// A `COPY` row holds every column in order, each as its length and
+    /// its binary value.
+    #[test]
+    fn copy_row_encodes_every_column() {
+        let mut s = schema::every_column_set();
+        s.model = None;
+        s.ttft_ms = None;
+        s.input_tokens = None;
+        let mut buf = Vec::new();
+        encode_copy_row(&mut buf, &s).unwrap();
+        assert_eq!(i16::from_be_bytes([buf[0], buf[1]]) as usize, COLUMNS.len());
+        let mut at = 2;
+        for c in COLUMNS {
+            let len = i32::from_be_bytes(buf[at..at + 4].try_into().unwrap());
+            at += 4;
+            let bytes = usize::try_from(len).map(|n| {
+                at += n;
+                &buf[at - n..at]
+            });
+            match (c.get)(&s) {
+                Value::Text(t) => assert_eq!(bytes.ok(), t.map(str::as_bytes), "{}", c.name),
+                Value::Int(v) => {
+                    assert_eq!(bytes.ok(), v.map(i64::to_be_bytes).as_ref().map(|b| &b[..]))
+                }
+                Value::Real(v) => assert_eq!(
+                    bytes.ok(),
+                    v.map(|v| v.to_bits().to_be_bytes())
+                        .as_ref()
+                        .map(|b| &b[..])
+                ),
+                Value::Bool(v) => assert_eq!(bytes.ok(), Some(&[u8::from(v)][..])),
+            }
+        }
+        assert_eq!(at, buf.len());
     }
 }

@@ -17,9 +17,9 @@
 //! path.
 
 use super::sql::{Db, DbRow, Dialect, Sql};
-use super::{StoreError, SPAN_COLUMNS};
+use super::StoreError;
+use crate::record::span::schema::{Kind, Owned, COLUMNS};
 use crate::record::span::Span;
-use crate::record::span::SpanStatus;
 use serde::Serialize;
 
 /// Span-level filters, shared by the trace list and the export. Empty
@@ -507,10 +507,11 @@ async fn read_heads(db: Db<'_>, q: &TraceQuery, plan: Plan<'_>) -> Result<Vec<He
 
 /// `s.col AS col, …`, with the bodies as NULL unless `bodies`.
 fn span_select(bodies: bool) -> String {
-    SPAN_COLUMNS
+    COLUMNS
         .iter()
+        .map(|c| c.name)
         .map(|c| {
-            if !bodies && matches!(*c, "request_body" | "response_body") {
+            if !bodies && matches!(c, "request_body" | "response_body") {
                 format!("CAST(NULL AS TEXT) AS {c}")
             } else {
                 format!("s.{c} AS {c}")
@@ -550,50 +551,25 @@ pub(super) async fn trace(db: Db<'_>, trace_id: &str) -> Result<Vec<Span>, Store
 /// Most spans read for one trace.
 const MAX_TRACE_SPANS: i64 = 100_000;
 
-/// A stored row back into a `Span` (the same on both backends: integers
-/// are BIGINT, reals DOUBLE PRECISION, flags BOOLEAN).
+/// A stored row back into a `Span`, column by column of [`COLUMNS`] (the
+/// same on both backends: integers are BIGINT, reals DOUBLE PRECISION,
+/// flags BOOLEAN). A NULL in a column that is not nullable is an error.
 pub(super) fn row_to_span(r: &DbRow) -> Result<Span, sqlx::Error> {
-    let status: String = r.get("status")?;
-    Ok(Span {
-        trace_id: r.get("trace_id")?,
-        span_id: r.get("span_id")?,
-        parent_span_id: r.get("parent_span_id")?,
-        name: r.get("name")?,
-        operation_type: r.get("operation_type")?,
-        provider: r.get("provider")?,
-        route: r.get("route")?,
-        method: r.get("method")?,
-        path: r.get("path")?,
-        model: r.get("model")?,
-        response_model: r.get("response_model")?,
-        stream: r.get("stream")?,
-        http_status: r
-            .get::<Option<i64>, _>("http_status")?
-            .and_then(|v| u16::try_from(v).ok()),
-        status: SpanStatus::parse(&status).unwrap_or(SpanStatus::Failed),
-        error_type: r.get("error_type")?,
-        error_message: r.get("error_message")?,
-        start_time_us: r.get("start_time")?,
-        end_time_us: r.get("end_time")?,
-        duration_ms: r.get("duration_ms")?,
-        ttft_ms: r.get("ttft_ms")?,
-        input_tokens: r.get("input_tokens")?,
-        output_tokens: r.get("output_tokens")?,
-        cached_input_tokens: r.get("cached_input_tokens")?,
-        cache_write_tokens: r.get("cache_write_tokens")?,
-        reasoning_tokens: r.get("reasoning_tokens")?,
-        tokens_estimated: r.get("tokens_estimated")?,
-        cost_usd: r.get("cost_usd")?,
-        finish_reason: r.get("finish_reason")?,
-        response_id: r.get("response_id")?,
-        conversation_id: r.get("conversation_id")?,
-        session_id: r.get("session_id")?,
-        user_id: r.get("user_id")?,
-        api_key_hash: r.get("api_key_hash")?,
-        properties: r.get("properties")?,
-        request_body: r.get("request_body")?,
-        response_body: r.get("response_body")?,
-    })
+    let mut span = Span::default();
+    for c in COLUMNS {
+        let n = c.name;
+        let v = match (c.kind, c.nullable) {
+            (Kind::Text, true) => Owned::Text(r.get(n)?),
+            (Kind::Text, false) => Owned::Text(Some(r.get(n)?)),
+            (Kind::Int, true) => Owned::Int(r.get(n)?),
+            (Kind::Int, false) => Owned::Int(Some(r.get(n)?)),
+            (Kind::Real, true) => Owned::Real(r.get(n)?),
+            (Kind::Real, false) => Owned::Real(Some(r.get(n)?)),
+            (Kind::Bool, _) => Owned::Bool(r.get(n)?),
+        };
+        (c.set)(&mut span, v);
+    }
+    Ok(span)
 }
 
 /// A position in the export: oldest first by (start, span id).

@@ -338,4 +338,53 @@ mod tests {
             assert!(plan.iter().any(|p| p.3.contains(index)), "{col}: {plan:?}");
         }
     }
+
+    /// The table the migrations leave is the schema's: the same columns in
+    /// the same order, each with its kind's affinity and NOT NULL exactly
+    /// when it is not nullable.
+    #[tokio::test]
+    async fn the_migrated_table_matches_the_schema() {
+        use crate::record::span::schema::{Kind, COLUMNS};
+        /// SQLite's affinity of a declared type (its "3.1. Determination
+        /// of column affinity").
+        fn affinity(declared: &str) -> &'static str {
+            let t = declared.to_ascii_uppercase();
+            if t.contains("INT") {
+                "INTEGER"
+            } else if ["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k)) {
+                "TEXT"
+            } else if t.contains("BLOB") || t.is_empty() {
+                "BLOB"
+            } else if ["REAL", "FLOA", "DOUB"].iter().any(|k| t.contains(k)) {
+                "REAL"
+            } else {
+                "NUMERIC"
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        let info: Vec<(i64, String, String, bool)> =
+            sqlx::query_as("SELECT cid, name, type, \"notnull\" FROM pragma_table_info('spans')")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        let table: Vec<(&str, &str, bool)> = info
+            .iter()
+            .map(|(_, name, ty, notnull)| (name.as_str(), affinity(ty), *notnull))
+            .collect();
+        let schema: Vec<(&str, &str, bool)> = COLUMNS
+            .iter()
+            .map(|c| {
+                let affinity = match c.kind {
+                    Kind::Text => "TEXT",
+                    Kind::Int => "INTEGER",
+                    Kind::Real => "REAL",
+                    Kind::Bool => "NUMERIC",
+                };
+                (c.name, affinity, !c.nullable)
+            })
+            .collect();
+        assert_eq!(table, schema);
+        store.close().await;
+    }
 }

@@ -22,7 +22,7 @@ use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 
-use super::SPAN_COLUMNS;
+use crate::record::span::schema::{self, Value, COLUMNS};
 use crate::record::span::Span;
 
 /// An SQLite error from the raw insert: the extended result code and
@@ -34,12 +34,13 @@ pub struct RawError {
     pub message: String,
 }
 
-/// `INSERT INTO spans (…) VALUES (?1, …, ?36) ON CONFLICT … DO NOTHING`.
+/// `INSERT INTO spans (…) VALUES (?1, …, ?N) ON CONFLICT … DO NOTHING`,
+/// one parameter per column of [`COLUMNS`].
 pub fn insert_sql() -> String {
-    let params: Vec<String> = (1..=SPAN_COLUMNS.len()).map(|i| format!("?{i}")).collect();
+    let params: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
     format!(
         "INSERT INTO spans ({}) VALUES ({}) ON CONFLICT (trace_id, span_id) DO NOTHING",
-        SPAN_COLUMNS.join(", "),
+        super::column_list(),
         params.join(", ")
     )
 }
@@ -115,45 +116,20 @@ impl Stmt {
         self.check(rc)
     }
 
-    /// Binds the span's 36 columns in `SPAN_COLUMNS` order (booleans as
-    /// 0/1 integers, as sqlx stores them).
+    /// Binds the span's columns, parameter `i + 1` to `COLUMNS[i]`
+    /// (booleans as 0/1 integers, as sqlx stores them). Allocates nothing:
+    /// every text is bound from the span's own bytes.
     fn bind(&mut self, s: &Span) -> Result<(), RawError> {
-        self.text(1, Some(&s.trace_id))?;
-        self.text(2, Some(&s.span_id))?;
-        self.text(3, s.parent_span_id.as_deref())?;
-        self.text(4, Some(&s.name))?;
-        self.text(5, Some(&s.operation_type))?;
-        self.text(6, Some(&s.provider))?;
-        self.text(7, Some(&s.route))?;
-        self.text(8, Some(&s.method))?;
-        self.text(9, Some(&s.path))?;
-        self.text(10, s.model.as_deref())?;
-        self.text(11, s.response_model.as_deref())?;
-        self.int(12, Some(i64::from(s.stream)))?;
-        self.int(13, s.http_status.map(i64::from))?;
-        self.text(14, Some(s.status.as_str()))?;
-        self.text(15, s.error_type.as_deref())?;
-        self.text(16, s.error_message.as_deref())?;
-        self.int(17, Some(s.start_time_us))?;
-        self.int(18, Some(s.end_time_us))?;
-        self.real(19, Some(s.duration_ms))?;
-        self.real(20, s.ttft_ms)?;
-        self.int(21, s.input_tokens)?;
-        self.int(22, s.output_tokens)?;
-        self.int(23, s.cached_input_tokens)?;
-        self.int(24, s.cache_write_tokens)?;
-        self.int(25, s.reasoning_tokens)?;
-        self.int(26, Some(i64::from(s.tokens_estimated)))?;
-        self.real(27, s.cost_usd)?;
-        self.text(28, s.finish_reason.as_deref())?;
-        self.text(29, s.response_id.as_deref())?;
-        self.text(30, s.conversation_id.as_deref())?;
-        self.text(31, s.session_id.as_deref())?;
-        self.text(32, s.user_id.as_deref())?;
-        self.text(33, s.api_key_hash.as_deref())?;
-        self.text(34, s.properties.as_deref())?;
-        self.text(35, s.request_body.as_deref())?;
-        self.text(36, s.response_body.as_deref())
+        let mut i: c_int = 0;
+        schema::try_for_each_value(s, |_, v| {
+            i += 1;
+            match v {
+                Value::Text(t) => self.text(i, t),
+                Value::Int(v) => self.int(i, v),
+                Value::Real(v) => self.real(i, v),
+                Value::Bool(v) => self.int(i, Some(i64::from(v))),
+            }
+        })
     }
 
     /// Runs the bound row, then resets the statement and clears its
@@ -257,7 +233,8 @@ mod tests {
     #[test]
     fn one_parameter_per_column() {
         let sql = insert_sql();
-        assert!(sql.contains("?36)") && !sql.contains("?37"));
+        let n = COLUMNS.len();
+        assert!(sql.contains(&format!("?{n})")) && !sql.contains(&format!("?{}", n + 1)));
         assert!(sql.starts_with("INSERT INTO spans (trace_id, span_id, "));
     }
 

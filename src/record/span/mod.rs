@@ -2,6 +2,10 @@
 //!
 //! Owns the record's fields, the W3C-hex ids and the status vocabulary. A
 //! span is plain data: building, parsing and writing it happen elsewhere.
+//! Its columns, for everything that walks them one by one, are declared in
+//! [`schema`].
+
+pub mod schema;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -11,9 +15,10 @@ use rand::Rng;
 
 /// How a span ended. (`running` exists only in memory, before the span is
 /// written.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpanStatus {
+    #[default]
     Running,
     Completed,
     Failed,
@@ -43,7 +48,9 @@ impl SpanStatus {
 }
 
 /// One span, as stored. Times are microseconds since the Unix epoch.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// Every field is a column of [`schema::COLUMNS`], in this order. The
+/// default is all empty: no ids, status `running`, times 0.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Span {
     pub trace_id: String,
     pub span_id: String,
@@ -99,71 +106,23 @@ impl Span {
         Span {
             trace_id: new_trace_id(),
             span_id: new_span_id(),
-            parent_span_id: None,
-            name: String::new(),
-            operation_type: String::new(),
-            provider: String::new(),
-            route: String::new(),
-            method: String::new(),
-            path: String::new(),
-            model: None,
-            response_model: None,
-            stream: false,
-            http_status: None,
-            status: SpanStatus::Running,
-            error_type: None,
-            error_message: None,
             start_time_us: now_us,
             end_time_us: now_us,
-            duration_ms: 0.0,
-            ttft_ms: None,
-            input_tokens: None,
-            output_tokens: None,
-            cached_input_tokens: None,
-            cache_write_tokens: None,
-            reasoning_tokens: None,
-            tokens_estimated: false,
-            cost_usd: None,
-            finish_reason: None,
-            response_id: None,
-            conversation_id: None,
-            session_id: None,
-            user_id: None,
-            api_key_hash: None,
-            properties: None,
-            request_body: None,
-            response_body: None,
+            ..Span::default()
         }
     }
 
-    /// Approximate heap + inline size, for the queue's byte budget.
+    /// Approximate heap + inline size, for the queue's byte budget: the
+    /// struct and the bytes of its `String` fields.
     pub fn approx_bytes(&self) -> usize {
-        fn o(s: &Option<String>) -> usize {
-            s.as_ref().map_or(0, String::len)
-        }
-        std::mem::size_of::<Span>()
-            + self.trace_id.len()
-            + self.span_id.len()
-            + o(&self.parent_span_id)
-            + self.name.len()
-            + self.operation_type.len()
-            + self.provider.len()
-            + self.route.len()
-            + self.method.len()
-            + self.path.len()
-            + o(&self.model)
-            + o(&self.response_model)
-            + o(&self.error_type)
-            + o(&self.error_message)
-            + o(&self.finish_reason)
-            + o(&self.response_id)
-            + o(&self.conversation_id)
-            + o(&self.session_id)
-            + o(&self.user_id)
-            + o(&self.api_key_hash)
-            + o(&self.properties)
-            + o(&self.request_body)
-            + o(&self.response_body)
+        let mut n = std::mem::size_of::<Span>();
+        let _ = schema::try_for_each_value(self, |c, v| {
+            if let (Some(_), schema::Value::Text(Some(t))) = (c.text_mut, v) {
+                n += t.len();
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        n
     }
 }
 
@@ -262,5 +221,18 @@ mod tests {
         let base = s.approx_bytes();
         s.request_body = Some("x".repeat(1000));
         assert_eq!(s.approx_bytes(), base + 1000);
+    }
+
+    /// The struct and the bytes of its `String` fields (not the status's
+    /// static name).
+    #[test]
+    fn approx_bytes_counts_owned_text() {
+        assert_eq!(Span::default().approx_bytes(), std::mem::size_of::<Span>());
+        let s = schema::every_column_set();
+        let text: usize = [&s.trace_id, &s.path, s.request_body.as_ref().unwrap()]
+            .iter()
+            .map(|t| t.len())
+            .sum();
+        assert!(s.approx_bytes() > std::mem::size_of::<Span>() + text);
     }
 }
