@@ -383,12 +383,7 @@ impl Exchange {
         s.finish_reason = r.finish_reason;
         let mut estimate = Estimate::default();
         if billed {
-            let u = r.usage;
-            s.input_tokens = u.input;
-            s.output_tokens = u.output;
-            s.cached_input_tokens = u.cached_input;
-            s.cache_write_tokens = u.cache_write;
-            s.reasoning_tokens = u.reasoning;
+            s.set_usage(r.usage);
             if s.output_tokens.is_none() {
                 estimate.output = r.output_text;
             }

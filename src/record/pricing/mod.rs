@@ -134,12 +134,13 @@ impl Pricing {
         if !billed || (s.input_tokens.is_none() && s.output_tokens.is_none()) {
             return;
         }
+        let u = s.usage();
         let tokens = TokenCounts {
-            input: s.input_tokens.unwrap_or(0),
-            output: s.output_tokens.unwrap_or(0),
-            cached_input: s.cached_input_tokens.unwrap_or(0),
-            cache_write: s.cache_write_tokens.unwrap_or(0),
-            reasoning: s.reasoning_tokens.unwrap_or(0),
+            input: u.input.unwrap_or(0),
+            output: u.output.unwrap_or(0),
+            cached_input: u.cached_input.unwrap_or(0),
+            cache_write: u.cache_write.unwrap_or(0),
+            reasoning: u.reasoning.unwrap_or(0),
         };
         s.cost_usd = self.price(s.response_model.as_deref(), s.model.as_deref(), &tokens);
     }

@@ -21,17 +21,7 @@ use serde::Deserialize;
 use crate::config::Format;
 use crate::record::tokens::{Encoding, StreamCounter};
 
-/// Token counts as reported (or estimated). `input` is the total input
-/// (cached and cache-write tokens included, as OpenTelemetry counts it);
-/// `output` includes reasoning tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input: Option<i64>,
-    pub output: Option<i64>,
-    pub cached_input: Option<i64>,
-    pub cache_write: Option<i64>,
-    pub reasoning: Option<i64>,
-}
+pub use crate::record::span::Usage;
 
 /// What kind of call an exchange is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -126,6 +126,40 @@ impl Span {
     }
 }
 
+/// Token counts as reported (or estimated). `input` is the total input
+/// (cached and cache-write tokens included, as OpenTelemetry counts it);
+/// `output` includes reasoning tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: Option<i64>,
+    pub output: Option<i64>,
+    pub cached_input: Option<i64>,
+    pub cache_write: Option<i64>,
+    pub reasoning: Option<i64>,
+}
+
+impl Span {
+    /// The span's token counts as one value.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            input: self.input_tokens,
+            output: self.output_tokens,
+            cached_input: self.cached_input_tokens,
+            cache_write: self.cache_write_tokens,
+            reasoning: self.reasoning_tokens,
+        }
+    }
+
+    /// Sets the span's token counts from a provider's usage.
+    pub fn set_usage(&mut self, u: Usage) {
+        self.input_tokens = u.input;
+        self.output_tokens = u.output;
+        self.cached_input_tokens = u.cached_input;
+        self.cache_write_tokens = u.cache_write;
+        self.reasoning_tokens = u.reasoning;
+    }
+}
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {
     SystemTime::now()
