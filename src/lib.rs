@@ -100,7 +100,7 @@ pub async fn run(
         let redactor = redact::Redactor::new(&config.tracing.redact_patterns)?;
         if config.otlp.enabled() {
             let settings = otlp::Settings::new(&config.otlp, &config.routes)?;
-            exporter = Some(otlp::spawn(&config.otlp, settings, redactor.clone()));
+            exporter = Some(otlp::spawn(&config.otlp, settings));
         }
         let salt = if !config.tracing.api_key_salt.is_empty() {
             config.tracing.api_key_salt.clone()
@@ -134,15 +134,14 @@ pub async fn run(
             },
         );
         sink.set_redactor(redactor);
-        let batcher = store.clone().map(|store| {
-            tokio::spawn(sink::run_batcher(
-                sink.clone(),
-                store,
-                Duration::from_millis(config.tracing.batch_interval_ms),
-                Duration::from_millis(config.tracing.min_flush_gap_ms),
-                Duration::from_millis(config.shutdown.flush_timeout_ms),
-            ))
-        });
+        // Redacts each span once and hands it to the store and the exporter.
+        let batcher = tokio::spawn(sink::run_batcher(
+            sink.clone(),
+            store.clone(),
+            Duration::from_millis(config.tracing.batch_interval_ms),
+            Duration::from_millis(config.tracing.min_flush_gap_ms),
+            Duration::from_millis(config.shutdown.flush_timeout_ms),
+        ));
         let recording = Arc::new(Recording {
             sink: sink.clone(),
             capture_bodies: config.tracing.capture_bodies,
@@ -238,9 +237,9 @@ pub async fn run(
     //    is still open then is dropped, and its spans end `cancelled`
     //    (error type `shutdown`);
     // 3. close the span queue: nothing more can be recorded;
-    // 4. the batcher writes what is queued (up to `flush_timeout_ms` while
-    //    the store fails) and exits (with `store = "none"`: wait, as long,
-    //    for deferred finishing work instead);
+    // 4. the batcher redacts what is queued and hands it on, the store's
+    //    writer writes it (up to `flush_timeout_ms` while the store fails),
+    //    and both exit (deferred finishing work is waited for, as long);
     // 5. the OTLP exporter sends what is queued, retrying until
     //    `flush_timeout_ms` after its close; past that what is left is
     //    counted failed;
@@ -279,12 +278,7 @@ pub async fn run(
         // Tool calls still waiting for a result will never get one now.
         observe::expire_tool_calls(&recording, true);
         sink.close();
-        match batcher {
-            Some(batcher) => {
-                let _ = batcher.await;
-            }
-            None => sink.settle(flush).await,
-        }
+        let _ = batcher.await;
         let stats = sink.stats();
         tracing::info!(
             written = stats.written.load(std::sync::atomic::Ordering::Relaxed),
