@@ -278,6 +278,68 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_store_does_not_hold_the_export_back() {
+        use sqlx::Connection;
+        const N: u64 = 20;
+        let (endpoint, _) = collector().await;
+        let config = OtlpConfig {
+            endpoint,
+            batch_interval_ms: 10,
+            ..OtlpConfig::default()
+        };
+        let settings = otlp::Settings::new(&config, &[]).unwrap();
+        let (exporter, _export_task) = otlp::spawn(&config, settings);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&StoreUrl::Sqlite(path.clone())).await.unwrap();
+        // Another connection holds the write lock: the writer's attempts
+        // wait out the busy timeout (5 s), then fail and retry.
+        let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::raw_sql("BEGIN EXCLUSIVE")
+            .execute(&mut lock)
+            .await
+            .unwrap();
+        let sink = SpanSink::with_outputs(
+            10,
+            1 << 24,
+            None,
+            Outputs {
+                store: true,
+                exporter: Some(exporter.clone()),
+                sample_rate: 1.0,
+            },
+        );
+        sink.set_redactor(Redactor::defaults());
+        let batcher = tokio::spawn(run_batcher(
+            sink.clone(),
+            Some(store.clone()),
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+            Duration::from_secs(5),
+        ));
+        for _ in 0..N {
+            sink.send(Span::start(1_700_000_000_000_000));
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while exporter.stats().exported.load(Ordering::Relaxed) < N {
+            assert!(Instant::now() < deadline, "the export waited on the store");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(sink.stats().written.load(Ordering::Relaxed), 0);
+        sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+        sink.close();
+        tokio::time::timeout(Duration::from_secs(30), batcher)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sink.stats().written.load(Ordering::Relaxed), N);
+        assert_eq!(sink.stats().dropped.load(Ordering::Relaxed), 0);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn without_a_store_spans_go_to_the_exporter_only() {
         let config = OtlpConfig {

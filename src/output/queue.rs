@@ -3,17 +3,23 @@
 //! redacted spans, and the OTLP exporter's queue.
 //!
 //! Owns the items, their weights (each item reports its own, counted once
-//! at push), a count cap and a byte budget, the wake-up of the one loop that
-//! drains it (woken when `wake_at` items are queued, and on close), and the
-//! closed flag. A push past either bound drops the oldest items and says how
-//! many: the caller counts them in its own stats and warns.
+//! at push), a count cap and a byte [`Budget`], the wake-up of the one loop
+//! that drains it (woken when `wake_at` items are queued, and on close), and
+//! the closed flag. A push past either bound drops the oldest items and
+//! says how many: the caller counts them in its own stats and warns.
+//!
+//! Two stages of one pipeline can share a budget (the recorder's queue and
+//! the store writer's, behind it): a push into the newer stage
+//! ([`Queue::push_after`]) drops from the older stage first, so the oldest
+//! spans go whichever stage holds them, and the bytes of both together
+//! stay within the one budget.
 //!
 //! Must never: wait (every operation is one short mutex hold, no `.await`,
 //! so the request path may push), or grow past its bounds.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::futures::Notified;
@@ -31,20 +37,51 @@ impl Weigh for std::sync::Arc<crate::record::span::Span> {
     }
 }
 
+/// Bytes held by the queues sharing it, against one limit.
+#[derive(Debug)]
+pub struct Budget {
+    max_bytes: usize,
+    /// Updated under the lock of the queue that adds or removes the bytes.
+    used: AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(max_bytes: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            max_bytes,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes held now, by every queue sharing the budget.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.max_bytes
+    }
+}
+
 struct Inner<T> {
     /// Items, oldest first, with the weight each was counted at.
     items: VecDeque<(T, usize)>,
+    /// This queue's share of the budget's bytes.
     bytes: usize,
 }
 
-/// A bounded FIFO that drops its oldest items past `max_items` or
-/// `max_bytes`.
+/// A bounded FIFO that drops its oldest items past `max_items` or past its
+/// byte budget.
 pub struct Queue<T> {
     inner: Mutex<Inner<T>>,
     notify: Notify,
     closed: AtomicBool,
     max_items: usize,
-    max_bytes: usize,
+    budget: Arc<Budget>,
     wake_at: usize,
 }
 
@@ -52,6 +89,12 @@ impl<T: Weigh> Queue<T> {
     /// A queue holding at most `max_items` items and `max_bytes` bytes,
     /// whose consumer is woken once `wake_at` items are queued.
     pub fn new(max_items: usize, max_bytes: usize, wake_at: usize) -> Queue<T> {
+        Queue::sharing(max_items, Budget::new(max_bytes), wake_at)
+    }
+
+    /// A queue whose bytes count against `budget`, shared with other
+    /// queues.
+    pub fn sharing(max_items: usize, budget: Arc<Budget>, wake_at: usize) -> Queue<T> {
         Queue {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
@@ -60,7 +103,7 @@ impl<T: Weigh> Queue<T> {
             notify: Notify::new(),
             closed: AtomicBool::new(false),
             max_items,
-            max_bytes,
+            budget,
             wake_at: wake_at.max(1),
         }
     }
@@ -74,12 +117,29 @@ impl<T: Weigh> Queue<T> {
     /// Appends `item`; returns how many of the oldest items were dropped to
     /// stay within the bounds (`item` itself when it alone is too big).
     pub fn push(&self, item: T) -> u64 {
+        self.push_after::<T>(item, None)
+    }
+
+    /// [`push`](Self::push) into the newer of two stages sharing a budget:
+    /// past it, the oldest items of `older` (the stage this one feeds,
+    /// whose items are all older than this one's) are dropped first, then
+    /// this queue's own oldest.
+    pub fn push_after<U: Weigh>(&self, item: T, older: Option<&Queue<U>>) -> u64 {
         let weight = item.weight();
         let (len, dropped) = {
             let mut inner = self.lock();
             inner.items.push_back((item, weight));
             inner.bytes += weight;
-            let dropped = self.evict(&mut inner);
+            self.budget.used.fetch_add(weight, Ordering::SeqCst);
+            let mut dropped = 0;
+            if self.budget.over() {
+                // Lock order: the newer stage, then the older (the older
+                // never locks the newer).
+                if let Some(older) = older {
+                    dropped += older.evict_now();
+                }
+            }
+            dropped += self.evict(&mut inner);
             (inner.items.len(), dropped)
         };
         if len >= self.wake_at {
@@ -104,6 +164,7 @@ impl<T: Weigh> Queue<T> {
             for (item, weight) in items {
                 inner.items.push_back((item, weight));
                 inner.bytes += weight;
+                self.budget.used.fetch_add(weight, Ordering::SeqCst);
             }
             let dropped = self.evict(&mut inner);
             (inner.items.len(), dropped)
@@ -128,6 +189,7 @@ impl<T: Weigh> Queue<T> {
             })
             .collect();
         inner.bytes -= freed;
+        self.budget.used.fetch_sub(freed, Ordering::SeqCst);
         out
     }
 
@@ -139,6 +201,7 @@ impl<T: Weigh> Queue<T> {
         for item in items.into_iter().rev() {
             let weight = item.weight();
             inner.bytes += weight;
+            self.budget.used.fetch_add(weight, Ordering::SeqCst);
             inner.items.push_front((item, weight));
         }
         self.evict(&mut inner)
@@ -149,16 +212,24 @@ impl<T: Weigh> Queue<T> {
         let mut inner = self.lock();
         let n = inner.items.len() as u64;
         inner.items.clear();
+        self.budget.used.fetch_sub(inner.bytes, Ordering::SeqCst);
         inner.bytes = 0;
         n
     }
 
+    /// Drops the oldest items while over the bounds.
+    fn evict_now(&self) -> u64 {
+        let mut inner = self.lock();
+        self.evict(&mut inner)
+    }
+
     fn evict(&self, inner: &mut Inner<T>) -> u64 {
         let mut dropped = 0;
-        while inner.items.len() > self.max_items || inner.bytes > self.max_bytes {
+        while inner.items.len() > self.max_items || self.budget.over() {
             match inner.items.pop_front() {
                 Some((_, weight)) => {
                     inner.bytes -= weight;
+                    self.budget.used.fetch_sub(weight, Ordering::SeqCst);
                     dropped += 1;
                 }
                 None => break,
@@ -169,7 +240,8 @@ impl<T: Weigh> Queue<T> {
 }
 
 impl<T> Queue<T> {
-    /// Items and bytes queued.
+    /// Items and bytes queued here (the budget's [`used`](Budget::used)
+    /// counts every queue sharing it).
     pub fn depth(&self) -> (usize, usize) {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         (inner.items.len(), inner.bytes)
@@ -185,9 +257,9 @@ impl<T> Queue<T> {
         self.len() == 0
     }
 
-    /// The byte budget.
-    pub fn max_bytes(&self) -> usize {
-        self.max_bytes
+    /// The byte budget, maybe shared.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// Resolves when the consumer should look again: `wake_at` reached,
@@ -293,6 +365,34 @@ mod tests {
         q.push_all([W(3, 10), W(4, 10), W(5, 10)]);
         assert_eq!(q.requeue(taken), 2);
         assert_eq!(names(q.take(10)), vec![2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn stages_sharing_a_budget_drop_the_oldest_of_both() {
+        let budget = Budget::new(50);
+        let newer: Queue<W> = Queue::sharing(usize::MAX, Arc::clone(&budget), 100);
+        let older: Queue<W> = Queue::sharing(usize::MAX, Arc::clone(&budget), 1);
+        older.push_all((0..3).map(|i| W(i, 10)));
+        newer.push_after(W(3, 10), Some(&older));
+        assert_eq!(budget.used(), 40);
+        // 20 more bytes: 0 and 1 (the older stage's oldest) make room.
+        assert_eq!(newer.push_after(W(4, 10), Some(&older)), 0);
+        assert_eq!(newer.push_after(W(5, 10), Some(&older)), 1);
+        assert_eq!(newer.push_after(W(6, 10), Some(&older)), 1);
+        assert_eq!(budget.used(), 50);
+        assert_eq!(names(older.take(10)), vec![2]);
+        // The older stage empty, the newer drops its own oldest.
+        assert_eq!(newer.push_after(W(7, 20), Some(&older)), 1);
+        assert_eq!(names(newer.take(10)), vec![4, 5, 6, 7]);
+        assert_eq!(budget.used(), 0);
+        // A hand-off into the older stage makes room in that stage.
+        newer.push_all((8..12).map(|i| W(i, 10)));
+        assert_eq!(older.push_all([W(12, 10), W(13, 10)]), 1);
+        assert_eq!(older.push(W(14, 10)), 1);
+        assert_eq!(budget.used(), 50);
+        assert_eq!(older.clear(), 1);
+        assert_eq!(budget.used(), 40);
+        assert_eq!(newer.depth(), (4, 40));
     }
 
     #[tokio::test]

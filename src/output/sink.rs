@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use crate::output::fanout::run_batcher;
-use crate::output::queue::{Queue, Throttle, Weigh};
+use crate::output::queue::{Budget, Queue, Throttle, Weigh};
 use crate::output::redact::Redactor;
 use crate::record::span::Span;
 
@@ -97,8 +97,8 @@ impl Weigh for Pending {
 pub(crate) struct Shared {
     /// The one queue `send` pushes into (spans waiting for redaction).
     pub(crate) queue: Queue<Pending>,
-    /// Redacted spans waiting for the store writer (when a store exists);
-    /// the same budget as `queue`.
+    /// Redacted spans waiting for the store writer (when a store exists),
+    /// older than any in `queue`, with which it shares the byte budget.
     pub(crate) writer: Option<Queue<Arc<Span>>>,
     /// Every span sent is counted here too (Prometheus `/metrics`).
     metrics: Option<Arc<crate::output::metrics::Metrics>>,
@@ -148,11 +148,13 @@ impl SpanSink {
         metrics: Option<Arc<crate::output::metrics::Metrics>>,
         outputs: Outputs,
     ) -> SpanSink {
+        // One budget for the spans of both stages (`queue_max_bytes`).
+        let budget = Budget::new(max_bytes);
         SpanSink {
             shared: Arc::new(Shared {
-                queue: Queue::new(usize::MAX, max_bytes, batch_size),
+                queue: Queue::sharing(usize::MAX, Arc::clone(&budget), batch_size),
                 // Woken by every hand-off: the fan-out has batched already.
-                writer: outputs.store.then(|| Queue::new(usize::MAX, max_bytes, 1)),
+                writer: outputs.store.then(|| Queue::sharing(usize::MAX, budget, 1)),
                 metrics,
                 deferred: AtomicUsize::new(0),
                 batch_size,
@@ -193,7 +195,11 @@ impl SpanSink {
         if !out.store && out.exporter.is_none() {
             return;
         }
-        let dropped = sh.queue.push(Pending { span, literals });
+        // Past the budget the oldest go first: the writer's, then this
+        // queue's.
+        let dropped = sh
+            .queue
+            .push_after(Pending { span, literals }, sh.writer.as_ref());
         self.count_dropped(dropped);
     }
 
@@ -240,7 +246,7 @@ impl SpanSink {
         if sh.dropping.ready(Duration::from_secs(10)) {
             tracing::warn!(
                 dropped_total = sh.stats.dropped.load(Ordering::Relaxed),
-                budget_bytes = sh.queue.max_bytes(),
+                budget_bytes = sh.queue.budget().max_bytes(),
                 "Span queue over its memory budget; dropping the oldest spans"
             );
         }
@@ -249,9 +255,11 @@ impl SpanSink {
     /// Spans and bytes waiting to be written (or, with `store = "none"`,
     /// to be redacted and handed to the exporter).
     pub fn depth(&self) -> (usize, usize) {
-        let (n, bytes) = self.shared.queue.depth();
-        let (wn, wbytes) = self.shared.writer.as_ref().map_or((0, 0), Queue::depth);
-        (n + wn, bytes + wbytes)
+        let sh = &self.shared;
+        // The writer's first: a span the fan-out moves between the two
+        // reads is then counted once, not twice.
+        let at_writer = sh.writer.as_ref().map_or(0, Queue::len);
+        (at_writer + sh.queue.len(), sh.queue.budget().used())
     }
 
     pub fn stats(&self) -> &SinkStats {
