@@ -41,7 +41,9 @@ impl Weigh for std::sync::Arc<crate::record::span::Span> {
 #[derive(Debug)]
 pub struct Budget {
     max_bytes: usize,
-    /// Updated under the lock of the queue that adds or removes the bytes.
+    /// Updated under the lock of the queue that adds or removes the bytes
+    /// (relaxed: only this counter's own value matters, no other memory is
+    /// published through it).
     used: AtomicUsize,
 }
 
@@ -55,7 +57,7 @@ impl Budget {
 
     /// Bytes held now, by every queue sharing the budget.
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::SeqCst)
+        self.used.load(Ordering::Relaxed)
     }
 
     pub fn max_bytes(&self) -> usize {
@@ -130,7 +132,7 @@ impl<T: Weigh> Queue<T> {
             let mut inner = self.lock();
             inner.items.push_back((item, weight));
             inner.bytes += weight;
-            self.budget.used.fetch_add(weight, Ordering::SeqCst);
+            self.budget.used.fetch_add(weight, Ordering::Relaxed);
             let mut dropped = 0;
             if self.budget.over() {
                 // Lock order: the newer stage, then the older (the older
@@ -164,7 +166,7 @@ impl<T: Weigh> Queue<T> {
             for (item, weight) in items {
                 inner.items.push_back((item, weight));
                 inner.bytes += weight;
-                self.budget.used.fetch_add(weight, Ordering::SeqCst);
+                self.budget.used.fetch_add(weight, Ordering::Relaxed);
             }
             let dropped = self.evict(&mut inner);
             (inner.items.len(), dropped)
@@ -189,7 +191,7 @@ impl<T: Weigh> Queue<T> {
             })
             .collect();
         inner.bytes -= freed;
-        self.budget.used.fetch_sub(freed, Ordering::SeqCst);
+        self.budget.used.fetch_sub(freed, Ordering::Relaxed);
         out
     }
 
@@ -201,7 +203,7 @@ impl<T: Weigh> Queue<T> {
         for item in items.into_iter().rev() {
             let weight = item.weight();
             inner.bytes += weight;
-            self.budget.used.fetch_add(weight, Ordering::SeqCst);
+            self.budget.used.fetch_add(weight, Ordering::Relaxed);
             inner.items.push_front((item, weight));
         }
         self.evict(&mut inner)
@@ -212,7 +214,7 @@ impl<T: Weigh> Queue<T> {
         let mut inner = self.lock();
         let n = inner.items.len() as u64;
         inner.items.clear();
-        self.budget.used.fetch_sub(inner.bytes, Ordering::SeqCst);
+        self.budget.used.fetch_sub(inner.bytes, Ordering::Relaxed);
         inner.bytes = 0;
         n
     }
@@ -229,7 +231,7 @@ impl<T: Weigh> Queue<T> {
             match inner.items.pop_front() {
                 Some((_, weight)) => {
                     inner.bytes -= weight;
-                    self.budget.used.fetch_sub(weight, Ordering::SeqCst);
+                    self.budget.used.fetch_sub(weight, Ordering::Relaxed);
                     dropped += 1;
                 }
                 None => break,
