@@ -56,7 +56,7 @@ async fn sustained(store: Store, secs: f64) -> (u64, f64, u64, u64) {
     let sink = SpanSink::new(t.batch_size, t.queue_max_bytes);
     let batcher = tokio::spawn(run_batcher(
         sink.clone(),
-        store,
+        Some(store),
         Duration::from_millis(t.batch_interval_ms),
         Duration::from_millis(t.min_flush_gap_ms),
         Duration::from_millis(d.shutdown.flush_timeout_ms),

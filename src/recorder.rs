@@ -31,7 +31,7 @@ pub(crate) struct Recorder {
     store: Option<Store>,
     sink: SpanSink,
     /// Writes the queue to the store (`None` with `store = "none"`).
-    batcher: Option<JoinHandle<()>>,
+    batcher: JoinHandle<()>,
     exporter: Option<(otlp::Exporter, JoinHandle<()>)>,
     recording: Arc<Recording>,
 }
@@ -62,7 +62,7 @@ impl Recorder {
         let mut exporter = None;
         if config.otlp.enabled() {
             let settings = otlp::Settings::new(&config.otlp, &config.routes)?;
-            exporter = Some(otlp::spawn(&config.otlp, settings, redactor.clone()));
+            exporter = Some(otlp::spawn(&config.otlp, settings));
         }
         let salt = api_key_salt(config, store.as_ref()).await?;
         if config.tracing.max_rows_per_statement.is_some() {
@@ -88,15 +88,14 @@ impl Recorder {
             },
         );
         sink.set_redactor(redactor);
-        let batcher = store.clone().map(|store| {
-            tokio::spawn(sink::run_batcher(
-                sink.clone(),
-                store,
-                Duration::from_millis(config.tracing.batch_interval_ms),
-                Duration::from_millis(config.tracing.min_flush_gap_ms),
-                Duration::from_millis(config.shutdown.flush_timeout_ms),
-            ))
-        });
+        // Redacts each span once and hands it to the store and the exporter.
+        let batcher = tokio::spawn(sink::run_batcher(
+            sink.clone(),
+            store.clone(),
+            Duration::from_millis(config.tracing.batch_interval_ms),
+            Duration::from_millis(config.tracing.min_flush_gap_ms),
+            Duration::from_millis(config.shutdown.flush_timeout_ms),
+        ));
         let recording = Arc::new(recording(config, sink.clone(), salt, prices)?);
         if recording.index.is_some() {
             spawn_expiry(Arc::clone(&recording));
@@ -143,12 +142,7 @@ impl Recorder {
         // Tool calls still waiting for a result will never get one now.
         tool_calls::expire_tool_calls(&self.recording, true);
         self.sink.close();
-        match self.batcher {
-            Some(batcher) => {
-                let _ = batcher.await;
-            }
-            None => self.sink.settle(flush).await,
-        }
+        let _ = self.batcher.await;
         let stats = self.sink.stats();
         tracing::info!(
             written = stats.written.load(Ordering::Relaxed),

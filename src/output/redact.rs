@@ -3,8 +3,10 @@
 //! Owns the compiled `[tracing] redact_patterns` and their application to
 //! a span's free-text fields (captured bodies, error message, properties,
 //! ids taken from headers, response id), plus literal removal of the
-//! request's own header credentials, before the span is stored or exported. It runs in
-//! the batcher, on a blocking thread, never on the request path.
+//! request's own header credentials, before the span is stored or exported. It runs
+//! once per span ([`Redactor::redact_output`]), in the batcher's fan-out on a
+//! blocking thread, never on the request path; the store and the exporter
+//! share the redacted span.
 //!
 //! Each pattern is a regular expression (Rust `regex` syntax). Where it
 //! matches, the text of its first capture group is replaced by
@@ -15,6 +17,8 @@
 //! Must never: run on the request path, or store the text it removed.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use regex::{Regex, RegexSet};
 
@@ -66,6 +70,9 @@ pub struct Redactor {
     /// the cost of running the set. `None` when a pattern has no such
     /// literals.
     prefilter: Option<Prefilter>,
+    /// Spans that went through [`redact_output`](Self::redact_output),
+    /// shared by every clone (so a second pass anywhere would show).
+    passes: Arc<AtomicU64>,
 }
 
 impl Redactor {
@@ -104,6 +111,7 @@ impl Redactor {
             patterns,
             any,
             prefilter,
+            passes: Arc::default(),
         })
     }
 
@@ -144,6 +152,21 @@ impl Redactor {
         if let Cow::Owned(new) = self.redact(s) {
             *s = new;
         }
+    }
+
+    /// The one pass a span takes before any output sees it: the request's
+    /// own credentials (`literals`) removed literally, then the patterns.
+    /// Counted in [`passes`](Self::passes).
+    pub fn redact_output(&self, span: &mut Span, literals: &[String]) {
+        redact_literals(span, literals);
+        self.redact_span(span);
+        self.passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Spans redacted by [`redact_output`](Self::redact_output), by this
+    /// redactor or any of its clones.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     /// Redacts every free-text field of `span` that could carry a secret.

@@ -1,31 +1,27 @@
-//! Sink: the bounded span queue and the background batcher that drains it
-//! into the store.
+//! Sink: the handle the recorder sends finished spans through, and the
+//! one bounded queue behind it.
 //!
 //! The request path only calls [`SpanSink::send`]: a short, uncontended
-//! mutex push that never awaits. Memory is bounded by a byte budget; past it
-//! the oldest queued spans are dropped and counted. The batcher is one loop:
-//! wake on size (`batch_size` queued) or time (`batch_interval`), take
-//! everything queued, write it in one transaction of multi-row inserts, and
-//! on a store error put the spans back (oldest first, still under the
-//! budget) and retry with backoff. At shutdown it drains until the queue is
-//! closed and empty.
+//! mutex push into the recorder's [`Queue`] that never awaits. Memory is
+//! bounded by a byte budget (`queue_max_bytes`); past it the oldest queued
+//! spans are dropped and counted. `send` is also where `sample_rate` is
+//! applied (from the trace id, so a trace is kept or dropped whole; metrics
+//! have already counted the span). A kept span waits here with the
+//! request's credentials until the batcher's fan-out (`fanout`) redacts it
+//! once and hands the same `Arc<Span>` to the store writer's queue
+//! (`batcher`) and to the OTLP exporter's: a slow collector never slows the
+//! store's writer, nor the other way round.
 //!
-//! `send` is also where `sample_rate` is applied (from the trace id, so a
-//! trace is kept or dropped whole; metrics have already counted the span)
-//! and where kept spans are handed to the OTLP exporter's own queue
-//! (`otlp::Exporter::offer`, another short push, with the request's
-//! credentials: the exporter redacts like the batcher): a slow collector
-//! never slows the store's writer, nor the other way round. With
-//! `store = "none"` there is no batcher and spans go to the exporter only.
+//! Must never: block the request path, or let a span reach an output
+//! before it is redacted.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use tokio::sync::Notify;
-
-use crate::output::store::Store;
+pub use crate::output::fanout::run_batcher;
+use crate::output::queue::{Budget, Queue, Throttle, Weigh};
+use crate::output::redact::Redactor;
 use crate::record::span::Span;
 
 /// Counters, readable at any time (metrics, health, tests).
@@ -44,10 +40,10 @@ pub struct SinkStats {
     pub sampled_out: AtomicU64,
 }
 
-/// Where `send` delivers a kept span, besides metrics.
+/// Where a kept span goes, besides metrics.
 #[derive(Clone)]
 pub struct Outputs {
-    /// Keep spans for the batcher (a store exists).
+    /// Keep spans for the store writer (a store exists).
     pub store: bool,
     /// The OTLP exporter, when configured.
     pub exporter: Option<crate::output::otlp::Exporter>,
@@ -84,42 +80,42 @@ pub fn sampled(trace_id: &str, rate: f64) -> bool {
     (low >> 1) < bound
 }
 
-/// A queued span: its size, and the request's own credentials (header
-/// values), removed wherever they occur before the span is written. They
-/// live only in memory, and only until the batch is redacted.
-struct Entry {
-    span: Span,
-    size: usize,
-    literals: Vec<String>,
+/// A queued span not yet redacted, and the request's own credentials
+/// (header values), removed wherever they occur before any output sees the
+/// span. They live only in memory, and only until the batch is redacted.
+pub(crate) struct Pending {
+    pub(crate) span: Span,
+    pub(crate) literals: Vec<String>,
 }
 
-#[derive(Default)]
-struct Inner {
-    spans: VecDeque<Entry>,
-    bytes: usize,
+impl Weigh for Pending {
+    fn weight(&self) -> usize {
+        self.span.approx_bytes() + self.literals.iter().map(String::len).sum::<usize>()
+    }
 }
 
-struct Queue {
-    inner: Mutex<Inner>,
+pub(crate) struct Shared {
+    /// The one queue `send` pushes into (spans waiting for redaction).
+    pub(crate) queue: Queue<Pending>,
+    /// Redacted spans waiting for the store writer (when a store exists),
+    /// older than any in `queue`, with which it shares the byte budget.
+    pub(crate) writer: Option<Queue<Arc<Span>>>,
     /// Every span sent is counted here too (Prometheus `/metrics`).
     metrics: Option<Arc<crate::output::metrics::Metrics>>,
-    notify: Notify,
-    closed: AtomicBool,
     /// Spans handed to `send_after` whose work has not finished.
-    deferred: std::sync::atomic::AtomicUsize,
-    batch_size: usize,
-    max_bytes: usize,
-    stats: SinkStats,
-    last_drop_warning: Mutex<Option<Instant>>,
-    /// Secrets removed from each batch before it is written (`redact`).
-    redactor: std::sync::OnceLock<crate::output::redact::Redactor>,
-    outputs: Outputs,
+    pub(crate) deferred: AtomicUsize,
+    pub(crate) batch_size: usize,
+    pub(crate) stats: SinkStats,
+    dropping: Throttle,
+    /// Secrets removed from each batch before any output sees it.
+    pub(crate) redactor: OnceLock<Redactor>,
+    pub(crate) outputs: Outputs,
 }
 
 /// The handle the request path holds. Cloning is cheap.
 #[derive(Clone)]
 pub struct SpanSink {
-    queue: Arc<Queue>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl SpanSink {
@@ -145,40 +141,36 @@ impl SpanSink {
         )
     }
 
-    /// A sink delivering to `outputs` (store queue, exporter, sampling).
+    /// A sink delivering to `outputs` (store writer, exporter, sampling).
     pub fn with_outputs(
         batch_size: usize,
         max_bytes: usize,
         metrics: Option<Arc<crate::output::metrics::Metrics>>,
         outputs: Outputs,
     ) -> SpanSink {
+        // One budget for the spans of both stages (`queue_max_bytes`).
+        let budget = Budget::new(max_bytes);
         SpanSink {
-            queue: Arc::new(Queue {
-                inner: Mutex::new(Inner::default()),
+            shared: Arc::new(Shared {
+                queue: Queue::sharing(usize::MAX, Arc::clone(&budget), batch_size),
+                // Woken by every hand-off: the fan-out has batched already.
+                writer: outputs.store.then(|| Queue::sharing(usize::MAX, budget, 1)),
                 metrics,
-                notify: Notify::new(),
-                closed: AtomicBool::new(false),
-                deferred: std::sync::atomic::AtomicUsize::new(0),
+                deferred: AtomicUsize::new(0),
                 batch_size,
-                max_bytes,
                 stats: SinkStats::default(),
-                last_drop_warning: Mutex::new(None),
-                redactor: std::sync::OnceLock::new(),
+                dropping: Throttle::default(),
+                redactor: OnceLock::new(),
                 outputs,
             }),
         }
     }
 
-    /// Sets the patterns the batcher redacts every span with before it is
-    /// written. Only the first call counts.
-    pub fn set_redactor(&self, redactor: crate::output::redact::Redactor) {
-        let _ = self.queue.redactor.set(redactor);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave `Inner` inconsistent
-        // (every update is a push/pop plus a counter), so poisoning is ignored.
-        self.queue.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// Sets the patterns every span is redacted with (once, in the
+    /// batcher's fan-out) before any output sees it. Only the first call
+    /// counts.
+    pub fn set_redactor(&self, redactor: Redactor) {
+        let _ = self.shared.redactor.set(redactor);
     }
 
     /// Queues a finished span. Never waits on the store.
@@ -187,44 +179,28 @@ impl SpanSink {
     }
 
     /// Queues a finished span whose text fields must not contain any of
-    /// `literals` (the request's credentials): the batcher replaces them,
-    /// with the configured patterns, before writing.
+    /// `literals` (the request's credentials): the fan-out replaces them,
+    /// with the configured patterns, before any output sees the span.
     pub fn send_redacting(&self, span: Span, literals: Vec<String>) {
-        let q = &self.queue;
-        if let Some(m) = &q.metrics {
+        let sh = &self.shared;
+        if let Some(m) = &sh.metrics {
             m.record(&span);
         }
-        let out = &q.outputs;
+        let out = &sh.outputs;
         if !sampled(&span.trace_id, out.sample_rate) {
-            q.stats.sampled_out.fetch_add(1, Ordering::Relaxed);
+            sh.stats.sampled_out.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        q.stats.enqueued.fetch_add(1, Ordering::Relaxed);
-        match (&out.exporter, out.store) {
-            (Some(e), true) => e.offer(span.clone(), literals.clone()),
-            (Some(e), false) => return e.offer(span, literals),
-            (None, true) => {}
-            (None, false) => return,
+        sh.stats.enqueued.fetch_add(1, Ordering::Relaxed);
+        if !out.store && out.exporter.is_none() {
+            return;
         }
-        let size = span.approx_bytes() + literals.iter().map(String::len).sum::<usize>();
-        let (len, dropped) = {
-            let mut inner = self.lock();
-            inner.spans.push_back(Entry {
-                span,
-                size,
-                literals,
-            });
-            inner.bytes += size;
-            let dropped = evict_over_budget(&mut inner, q.max_bytes);
-            (inner.spans.len(), dropped)
-        };
-        if dropped > 0 {
-            q.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-            self.warn_dropped();
-        }
-        if len >= q.batch_size {
-            q.notify.notify_one();
-        }
+        // Past the budget the oldest go first: the writer's, then this
+        // queue's.
+        let dropped = sh
+            .queue
+            .push_after(Pending { span, literals }, sh.writer.as_ref());
+        self.count_dropped(dropped);
     }
 
     /// Queues `span` after `work` has run on it on a blocking thread (for
@@ -242,14 +218,14 @@ impl SpanSink {
         literals: Vec<String>,
         work: impl FnOnce(&mut Span) + Send + 'static,
     ) {
-        self.queue.deferred.fetch_add(1, Ordering::SeqCst);
+        self.shared.deferred.fetch_add(1, Ordering::SeqCst);
         let sink = self.clone();
         let job = move || {
             let mut span = span;
             work(&mut span);
             sink.send_redacting(span, literals);
-            sink.queue.deferred.fetch_sub(1, Ordering::SeqCst);
-            sink.queue.notify.notify_one();
+            sink.shared.deferred.fetch_sub(1, Ordering::SeqCst);
+            sink.shared.queue.wake();
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
@@ -259,235 +235,63 @@ impl SpanSink {
         }
     }
 
-    fn warn_dropped(&self) {
-        let mut last = self
-            .queue
-            .last_drop_warning
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-            *last = Some(Instant::now());
+    /// Counts spans a queue dropped over its budget, with a rate-limited
+    /// warning.
+    pub(crate) fn count_dropped(&self, dropped: u64) {
+        if dropped == 0 {
+            return;
+        }
+        let sh = &self.shared;
+        sh.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        if sh.dropping.ready(Duration::from_secs(10)) {
             tracing::warn!(
-                dropped_total = self.queue.stats.dropped.load(Ordering::Relaxed),
-                budget_bytes = self.queue.max_bytes,
+                dropped_total = sh.stats.dropped.load(Ordering::Relaxed),
+                budget_bytes = sh.queue.budget().max_bytes(),
                 "Span queue over its memory budget; dropping the oldest spans"
             );
         }
     }
 
-    /// Spans and bytes waiting.
+    /// Spans and bytes waiting to be written (or, with `store = "none"`,
+    /// to be redacted and handed to the exporter).
     pub fn depth(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.spans.len(), inner.bytes)
+        let sh = &self.shared;
+        // The writer's first: a span the fan-out moves between the two
+        // reads is then counted once, not twice.
+        let at_writer = sh.writer.as_ref().map_or(0, Queue::len);
+        (at_writer + sh.queue.len(), sh.queue.budget().used())
     }
 
     pub fn stats(&self) -> &SinkStats {
-        &self.queue.stats
+        &self.shared.stats
     }
 
     /// No more spans are expected: the batcher drains and exits.
     pub fn close(&self) {
-        self.queue.closed.store(true, Ordering::SeqCst);
-        self.queue.notify.notify_one();
-    }
-
-    /// Waits (bounded by `deadline`) for `send_after` work still running;
-    /// used at shutdown when there is no batcher to wait for it.
-    pub async fn settle(&self, deadline: Duration) {
-        let end = Instant::now() + deadline;
-        while self.queue.deferred.load(Ordering::SeqCst) > 0 && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.shared.queue.close();
     }
 
     /// True once `close` was called.
     pub fn is_closed(&self) -> bool {
-        self.queue.closed.load(Ordering::SeqCst)
+        self.shared.queue.is_closed()
     }
 
+    /// Takes up to `max` spans not yet redacted, with their credentials.
+    #[cfg(test)]
     pub(crate) fn take(&self, max: usize) -> Vec<(Span, Vec<String>)> {
-        let mut inner = self.lock();
-        let n = inner.spans.len().min(max);
-        let mut freed = 0;
-        let out: Vec<(Span, Vec<String>)> = inner
-            .spans
-            .drain(..n)
-            .map(|e| {
-                freed += e.size;
-                (e.span, e.literals)
-            })
-            .collect();
-        inner.bytes -= freed;
-        out
-    }
-
-    /// Puts spans that failed to write back at the front, oldest first.
-    fn requeue(&self, spans: Vec<Span>) {
-        let dropped = {
-            let mut inner = self.lock();
-            for span in spans.into_iter().rev() {
-                let size = span.approx_bytes();
-                inner.bytes += size;
-                inner.spans.push_front(Entry {
-                    span,
-                    size,
-                    literals: Vec::new(),
-                });
-            }
-            evict_over_budget(&mut inner, self.queue.max_bytes)
-        };
-        if dropped > 0 {
-            self.queue
-                .stats
-                .dropped
-                .fetch_add(dropped, Ordering::Relaxed);
-            self.warn_dropped();
-        }
-    }
-}
-
-fn evict_over_budget(inner: &mut Inner, max_bytes: usize) -> u64 {
-    let mut dropped = 0;
-    while inner.bytes > max_bytes {
-        match inner.spans.pop_front() {
-            Some(e) => {
-                inner.bytes -= e.size;
-                dropped += 1;
-            }
-            None => break,
-        }
-    }
-    dropped
-}
-
-/// Most spans written in one transaction.
-const MAX_SPANS_PER_TRANSACTION: usize = 5_000;
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// Runs the batcher until the sink is closed and empty, or until `deadline`
-/// (set once the sink closes) passes while the store keeps failing.
-///
-/// Commits are at least `min_gap` apart: under load the batches grow
-/// instead of the commits multiplying (measured here: 10 spans per
-/// transaction write ~10k spans/s with the writer using a whole core,
-/// 1,000 per transaction ~55k/s).
-pub async fn run_batcher(
-    sink: SpanSink,
-    store: Store,
-    interval: Duration,
-    min_gap: Duration,
-    exit_deadline: Duration,
-) {
-    let mut backoff = BACKOFF_START;
-    let mut closed_at: Option<Instant> = None;
-    let mut last_commit: Option<Instant> = None;
-    loop {
-        let closed = sink.is_closed();
-        if closed && closed_at.is_none() {
-            closed_at = Some(Instant::now());
-        }
-        let (len, _) = sink.depth();
-        if len == 0 {
-            if closed && sink.queue.deferred.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            tokio::select! {
-                _ = sink.queue.notify.notified() => {}
-                _ = tokio::time::sleep(interval) => {}
-            }
-            continue;
-        }
-        if len < sink.queue.batch_size && !closed {
-            // Not a full batch yet: wait for more or for the interval.
-            tokio::select! {
-                _ = sink.queue.notify.notified() => {}
-                _ = tokio::time::sleep(interval) => {}
-            }
-        }
-        if !closed {
-            if let Some(wait) = last_commit.and_then(|t| min_gap.checked_sub(t.elapsed())) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        let batch = sink.take(MAX_SPANS_PER_TRANSACTION);
-        if batch.is_empty() {
-            continue;
-        }
-        let batch = redact_batch(&sink, batch).await;
-        if batch.is_empty() {
-            continue;
-        }
-        last_commit = Some(Instant::now());
-        match store.write_spans(&batch).await {
-            Ok(()) => {
-                backoff = BACKOFF_START;
-                let stats = sink.stats();
-                if stats.store_failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(spans = batch.len(), "Span store writable again");
-                }
-                stats
-                    .written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(spans = batch.len(), "Wrote span batch");
-            }
-            Err(error) => {
-                sink.stats().store_errors.fetch_add(1, Ordering::Relaxed);
-                sink.stats().store_failing.store(true, Ordering::Relaxed);
-                let n = batch.len();
-                if closed_at.is_some_and(|t| t.elapsed() >= exit_deadline) {
-                    let (left, _) = sink.depth();
-                    let lost = (n + left) as u64;
-                    sink.stats().dropped.fetch_add(lost, Ordering::Relaxed);
-                    tracing::error!(%error, lost, "Store still failing at shutdown deadline; spans lost");
-                    return;
-                }
-                tracing::warn!(%error, spans = n, retry_in_ms = backoff.as_millis() as u64, "Span batch write failed; will retry");
-                sink.requeue(batch);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
-}
-
-/// Redacts a batch on a blocking thread (regex work stays off the async
-/// workers that serve traffic).
-async fn redact_batch(sink: &SpanSink, batch: Vec<(Span, Vec<String>)>) -> Vec<Span> {
-    let no_patterns = sink.queue.redactor.get().is_none_or(|r| r.is_empty());
-    if no_patterns && batch.iter().all(|(_, l)| l.is_empty()) {
-        return batch.into_iter().map(|(s, _)| s).collect();
-    }
-    let n = batch.len() as u64;
-    let queue = Arc::clone(&sink.queue);
-    let job = move || {
-        let none = crate::output::redact::Redactor::default();
-        let r = queue.redactor.get().unwrap_or(&none);
-        batch
+        self.shared
+            .queue
+            .take(max)
             .into_iter()
-            .map(|(mut span, literals)| {
-                crate::output::redact::redact_literals(&mut span, &literals);
-                r.redact_span(&mut span);
-                span
-            })
-            .collect::<Vec<Span>>()
-    };
-    match tokio::task::spawn_blocking(job).await {
-        Ok(batch) => batch,
-        Err(error) => {
-            // Only a panic inside the regex engine gets here; the spans are
-            // lost rather than stored unredacted.
-            sink.stats().dropped.fetch_add(n, Ordering::Relaxed);
-            tracing::error!(%error, spans = n, "Redaction failed; spans dropped");
-            Vec::new()
-        }
+            .map(|p| (p.span, p.literals))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn span(body: usize) -> Span {
         let mut s = Span::start(0);
@@ -524,7 +328,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(sink.take(1)[0].0.output_tokens, Some(42));
-        assert_eq!(sink.queue.deferred.load(Ordering::SeqCst), 0);
+        assert_eq!(sink.shared.deferred.load(Ordering::SeqCst), 0);
     }
 
     #[test]
@@ -566,26 +370,5 @@ mod tests {
         let none = SpanSink::with_outputs(10, 1 << 20, None, Outputs::default());
         none.send(span(1));
         assert_eq!(none.depth().0, 0, "no store: nothing queued for a batcher");
-    }
-
-    #[test]
-    fn requeue_keeps_order_and_budget() {
-        let one = span(10).approx_bytes();
-        let sink = SpanSink::new(10, one * 4);
-        let a: Vec<Span> = (0..3).map(|_| span(10)).collect();
-        let ids: Vec<String> = a.iter().map(|s| s.span_id.clone()).collect();
-        for s in a {
-            sink.send(s);
-        }
-        let taken = sink.take(2).into_iter().map(|s| s.0).collect();
-        let newer = span(10);
-        let newer_id = newer.span_id.clone();
-        sink.send(newer);
-        sink.requeue(taken);
-        let order: Vec<String> = sink.take(10).into_iter().map(|s| s.0.span_id).collect();
-        assert_eq!(
-            order,
-            vec![ids[0].clone(), ids[1].clone(), ids[2].clone(), newer_id]
-        );
     }
 }

@@ -117,8 +117,8 @@ pub type ServerLookup<'a> = &'a dyn Fn(&str) -> Option<(String, u16)>;
 
 /// Encodes `spans` as one `ExportTraceServiceRequest`. Spans whose ids are
 /// not valid W3C hex are skipped; the count of skipped spans is returned.
-pub fn encode_request(
-    spans: &[Span],
+pub fn encode_request<S: std::borrow::Borrow<Span>>(
+    spans: &[S],
     resource: &Resource,
     server: ServerLookup<'_>,
     out: &mut Vec<u8>,
@@ -139,7 +139,7 @@ pub fn encode_request(
                 put_str(b, 2, env!("CARGO_PKG_VERSION"));
             });
             for span in spans {
-                if !encode_span(b, span, server) {
+                if !encode_span(b, span.borrow(), server) {
                     skipped += 1;
                 }
             }

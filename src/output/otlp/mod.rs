@@ -1,26 +1,29 @@
 //! OTLP export: finished spans sent to an OpenTelemetry collector over
 //! OTLP/HTTP (protobuf), beside the store or instead of it.
 //!
-//! Owns the exporter's bounded queue (span-count and byte budgets, the
-//! oldest dropped and counted past either), its one background loop (flush
-//! on `batch_size` queued or every `batch_interval_ms`), the HTTP client
+//! Owns the exporter's bounded queue (a [`Queue`] of the redacted spans the
+//! batcher's fan-out shares with the store, with span-count and byte
+//! budgets, the oldest dropped and counted past either), its one background
+//! loop (flush on `batch_size` queued or every `batch_interval_ms`), the
+//! HTTP client
 //! (plain http allowed: collectors usually run next to llmtap), retries with
 //! backoff on 429/502/503/504 and connection errors (`Retry-After`
 //! honoured), and the flush at shutdown under a deadline. `encode` builds
 //! the protobuf; `messages` turns captured bodies into semconv messages.
 //!
-//! Must never: block or await on the request path ([`Exporter::offer`] is a
-//! short mutex push, called from `SpanSink::send`), slow the store's
-//! writer (it has its own queue and task), or log/send a secret (span
-//! records hold no keys; configured headers are sent, never logged).
+//! Must never: block or await on anything of the recorder's
+//! ([`Exporter::offer_all`] is a short mutex push, called from the fan-out),
+//! slow the store's writer (it has its own queue and task), or log/send a
+//! secret (span records hold no keys, and reach it already redacted;
+//! configured headers are sent, never logged).
 
 pub mod encode;
 pub mod messages;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,9 +34,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::Notify;
 
 use crate::config::{Compression, OtlpConfig, RouteConfig};
+use crate::output::queue::{Queue, Throttle};
 use crate::record::span::Span;
 
 /// What can be wrong with the exporter's settings.
@@ -87,32 +90,17 @@ pub struct ExportStats {
     pub requests: AtomicU64,
 }
 
-/// A queued span, its size, and the request's credentials (removed from
-/// its text before export, as the batcher does before a write).
-type Entry = (Span, Vec<String>, usize);
-
-#[derive(Default)]
-struct Inner {
-    spans: VecDeque<Entry>,
-    bytes: usize,
-}
-
 struct Shared {
-    inner: Mutex<Inner>,
-    notify: Notify,
-    closed: AtomicBool,
+    /// Redacted spans waiting for export, shared with the store's writer.
+    queue: Queue<Arc<Span>>,
     stats: ExportStats,
     /// Spans of the batch being sent (counted failed if abandoned).
     in_flight: AtomicU64,
     batch_size: usize,
-    max_spans: usize,
-    max_bytes: usize,
-    last_drop_warning: Mutex<Option<Instant>>,
-    /// The same patterns the store's writer applies (`tracing.redact_patterns`).
-    redactor: crate::output::redact::Redactor,
+    dropping: Throttle,
 }
 
-/// The handle `SpanSink` holds. Cloning is cheap.
+/// The handle the batcher's fan-out holds. Cloning is cheap.
 #[derive(Clone)]
 pub struct Exporter {
     shared: Arc<Shared>,
@@ -120,72 +108,41 @@ pub struct Exporter {
 
 impl Exporter {
     /// An exporter queue sized by `config`; `spawn` starts its loop.
-    fn new(config: &OtlpConfig, redactor: crate::output::redact::Redactor) -> Exporter {
+    fn new(config: &OtlpConfig) -> Exporter {
         Exporter {
             shared: Arc::new(Shared {
-                inner: Mutex::new(Inner::default()),
-                notify: Notify::new(),
-                closed: AtomicBool::new(false),
+                queue: Queue::new(
+                    config.queue_max_spans,
+                    config.queue_max_bytes,
+                    config.batch_size,
+                ),
                 stats: ExportStats::default(),
                 in_flight: AtomicU64::new(0),
                 batch_size: config.batch_size,
-                max_spans: config.queue_max_spans,
-                max_bytes: config.queue_max_bytes,
-                last_drop_warning: Mutex::new(None),
-                redactor,
+                dropping: Throttle::default(),
             }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Every update of `Inner` is a push/pop plus a counter: a panic
-        // cannot leave it inconsistent, so poisoning is ignored.
-        self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues a finished span for export, with the request's credentials
-    /// to remove from it (see `redact`). Never waits.
-    pub fn offer(&self, span: Span, literals: Vec<String>) {
-        let size = span.approx_bytes() + literals.iter().map(String::len).sum::<usize>();
+    /// Queues redacted spans for export (each shared, not copied). Never
+    /// waits.
+    pub fn offer_all(&self, spans: &[Arc<Span>]) {
         let s = &self.shared;
-        let (len, dropped) = {
-            let mut inner = self.lock();
-            inner.spans.push_back((span, literals, size));
-            inner.bytes += size;
-            let mut dropped = 0u64;
-            while inner.spans.len() > s.max_spans || inner.bytes > s.max_bytes {
-                match inner.spans.pop_front() {
-                    Some((_, _, n)) => {
-                        inner.bytes -= n;
-                        dropped += 1;
-                    }
-                    None => break,
-                }
-            }
-            (inner.spans.len(), dropped)
-        };
+        let dropped = s.queue.push_all(spans.iter().cloned());
         if dropped > 0 {
             s.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-            let mut last = s
-                .last_drop_warning
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                *last = Some(Instant::now());
+            if s.dropping.ready(Duration::from_secs(10)) {
                 tracing::warn!(
                     dropped_total = s.stats.dropped.load(Ordering::Relaxed),
                     "OTLP export queue full; dropping the oldest spans"
                 );
             }
         }
-        if len >= s.batch_size {
-            s.notify.notify_one();
-        }
     }
 
     /// Spans waiting to be exported.
     pub fn depth(&self) -> usize {
-        self.lock().spans.len()
+        self.shared.queue.len()
     }
 
     pub fn stats(&self) -> &ExportStats {
@@ -194,36 +151,13 @@ impl Exporter {
 
     /// No more spans will come: the loop flushes what is queued and exits.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
-        self.shared.notify.notify_one();
-    }
-
-    fn take(&self, max: usize) -> Vec<(Span, Vec<String>)> {
-        let mut inner = self.lock();
-        let n = inner.spans.len().min(max);
-        let mut freed = 0;
-        let out = inner
-            .spans
-            .drain(..n)
-            .map(|(s, literals, size)| {
-                freed += size;
-                (s, literals)
-            })
-            .collect();
-        inner.bytes -= freed;
-        out
+        self.shared.queue.close();
     }
 
     /// Counts everything still queued as failed (the shutdown deadline
     /// passed) and empties the queue.
     pub fn abandon(&self) -> u64 {
-        let n = {
-            let mut inner = self.lock();
-            let n = inner.spans.len() as u64;
-            inner.spans.clear();
-            inner.bytes = 0;
-            n + self.shared.in_flight.swap(0, Ordering::SeqCst)
-        };
+        let n = self.shared.queue.clear() + self.shared.in_flight.swap(0, Ordering::SeqCst);
         self.shared.stats.failed.fetch_add(n, Ordering::Relaxed);
         n
     }
@@ -332,12 +266,8 @@ fn client(connect_timeout: Duration) -> HttpClient {
 }
 
 /// Creates the exporter and spawns its loop. Call inside a tokio runtime.
-pub fn spawn(
-    config: &OtlpConfig,
-    settings: Settings,
-    redactor: crate::output::redact::Redactor,
-) -> (Exporter, tokio::task::JoinHandle<()>) {
-    let exporter = Exporter::new(config, redactor);
+pub fn spawn(config: &OtlpConfig, settings: Settings) -> (Exporter, tokio::task::JoinHandle<()>) {
+    let exporter = Exporter::new(config);
     // Logged without any userinfo the URL may carry.
     let url = &settings.url;
     tracing::info!(
@@ -362,32 +292,31 @@ async fn run(exporter: Exporter, settings: Settings) {
     let settings = Arc::new(settings);
     let shared = Arc::clone(&exporter.shared);
     loop {
-        let closed = shared.closed.load(Ordering::SeqCst);
-        let len = exporter.depth();
+        let closed = shared.queue.is_closed();
+        let len = shared.queue.len();
         if len == 0 && closed {
             return;
         }
         if len < shared.batch_size && !closed {
             tokio::select! {
-                _ = shared.notify.notified() => {}
+                _ = shared.queue.notified() => {}
                 _ = tokio::time::sleep(settings.batch_interval) => {}
             }
         }
-        let batch = exporter.take(shared.batch_size);
+        let batch = shared.queue.take(shared.batch_size);
         if batch.is_empty() {
             continue;
         }
         let total = batch.len() as u64;
         shared.in_flight.store(total, Ordering::SeqCst);
-        // Redaction (regexes), encoding and gzip are CPU work: on a
-        // blocking thread, off the async workers that serve traffic.
+        // Encoding and gzip are CPU work: on a blocking thread, off the
+        // async workers that serve traffic.
         let (sh, st) = (Arc::clone(&shared), Arc::clone(&settings));
         let prepared = tokio::task::spawn_blocking(move || prepare(&sh, &st, batch)).await;
         let (body, n) = match prepared {
             Ok(p) => p,
             Err(error) => {
-                // Only a panic gets here: the spans are lost, never sent
-                // unredacted.
+                // Only a panic gets here: the spans are lost.
                 shared.stats.failed.fetch_add(total, Ordering::Relaxed);
                 shared.in_flight.store(0, Ordering::SeqCst);
                 tracing::error!(%error, spans = total, "Preparing an OTLP batch failed; spans dropped");
@@ -400,23 +329,11 @@ async fn run(exporter: Exporter, settings: Settings) {
     }
 }
 
-/// Redacts, encodes and (maybe) compresses a batch: the request body and
-/// the number of spans in it.
-fn prepare(
-    shared: &Shared,
-    settings: &Settings,
-    batch: Vec<(Span, Vec<String>)>,
-) -> (Vec<u8>, u64) {
-    let spans: Vec<Span> = batch
-        .into_iter()
-        .map(|(mut span, literals)| {
-            crate::output::redact::redact_literals(&mut span, &literals);
-            shared.redactor.redact_span(&mut span);
-            span
-        })
-        .collect();
+/// Encodes and (maybe) compresses a batch of redacted spans: the request
+/// body and the number of spans in it.
+fn prepare(shared: &Shared, settings: &Settings, spans: Vec<Arc<Span>>) -> (Vec<u8>, u64) {
     let lookup = |route: &str| settings.servers.get(route).cloned();
-    let mut body = Vec::with_capacity(spans.iter().map(Span::approx_bytes).sum::<usize>());
+    let mut body = Vec::with_capacity(spans.iter().map(|s| s.approx_bytes()).sum::<usize>());
     let skipped = encode::encode_request(&spans, &settings.resource, &lookup, &mut body);
     if skipped > 0 {
         shared
@@ -465,7 +382,7 @@ async fn export_with_retry(
             }
             Err(error) => {
                 shared.stats.request_errors.fetch_add(1, Ordering::Relaxed);
-                let closing = shared.closed.load(Ordering::SeqCst);
+                let closing = shared.queue.is_closed();
                 let wait = match &error {
                     SendError::Status {
                         retry_after: Some(d),
@@ -612,23 +529,29 @@ mod tests {
 
     #[test]
     fn queue_drops_oldest_past_the_count_budget() {
-        let e = Exporter::new(
-            &OtlpConfig {
-                queue_max_spans: 3,
-                batch_size: 100,
-                ..OtlpConfig::default()
-            },
-            crate::output::redact::Redactor::default(),
-        );
-        let spans: Vec<Span> = (0..5).map(|_| Span::start(0)).collect();
+        let e = Exporter::new(&OtlpConfig {
+            queue_max_spans: 3,
+            batch_size: 100,
+            ..OtlpConfig::default()
+        });
+        let spans: Vec<Arc<Span>> = (0..5).map(|_| Arc::new(Span::start(0))).collect();
         let ids: Vec<String> = spans.iter().map(|s| s.span_id.clone()).collect();
-        for s in spans {
-            e.offer(s, Vec::new());
-        }
+        e.offer_all(&spans[..2]);
+        e.offer_all(&spans[2..]);
         assert_eq!(e.depth(), 3);
         assert_eq!(e.stats().dropped.load(Ordering::Relaxed), 2);
-        let kept: Vec<String> = e.take(10).into_iter().map(|(s, _)| s.span_id).collect();
+        // Shared, not copied: the caller's span and the queue's are one.
+        assert_eq!(Arc::strong_count(&spans[4]), 2);
+        assert_eq!(Arc::strong_count(&spans[0]), 1, "dropped");
+        let kept: Vec<String> = e
+            .shared
+            .queue
+            .take(10)
+            .into_iter()
+            .map(|s| s.span_id.clone())
+            .collect();
         assert_eq!(kept, ids[2..]);
+        assert_eq!(e.abandon(), 0);
     }
 
     #[test]

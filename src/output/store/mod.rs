@@ -17,6 +17,7 @@ mod sqlite;
 mod sqlite_insert;
 mod stats;
 
+use std::borrow::Borrow;
 use std::path::PathBuf;
 
 pub use query::{like_escape, SpanFilter, SpanKey, TraceKey, TracePage, TraceQuery, TraceSummary};
@@ -147,7 +148,7 @@ impl Store {
 
     /// Writes spans in one transaction. Idempotent: a span already stored
     /// (same trace and span id) is skipped.
-    pub async fn write_spans(&self, spans: &[Span]) -> Result<(), StoreError> {
+    pub async fn write_spans<S: Borrow<Span> + Sync>(&self, spans: &[S]) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.write_spans(spans).await,
             Store::Postgres(s) => s.write_spans(spans).await,

@@ -16,6 +16,7 @@
 //! upserts merge additively in a fixed lock order. Never called from the
 //! request path; never formats a value into SQL.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -147,11 +148,16 @@ impl PgStore {
     /// appears twice in it, the `COPY` fails on the unique key and the
     /// batch is written again by `INSERT … ON CONFLICT DO NOTHING`
     /// ([`Self::insert_spans`]), which skips those spans.
-    pub async fn write_spans(&self, spans: &[Span]) -> Result<(), StoreError> {
+    pub async fn write_spans<S: Borrow<Span> + Sync>(&self, spans: &[S]) -> Result<(), StoreError> {
         // PostgreSQL text cannot hold NUL: spans carrying one (garbage
         // bodies) are stored with U+FFFD in its place.
-        let cleaned = without_nul(spans);
-        let spans = cleaned.as_deref().unwrap_or(spans);
+        match without_nul(spans) {
+            Some(cleaned) => self.write_clean(&cleaned).await,
+            None => self.write_clean(spans).await,
+        }
+    }
+
+    async fn write_clean<S: Borrow<Span> + Sync>(&self, spans: &[S]) -> Result<(), StoreError> {
         if self.copy_spans(spans).await? {
             return Ok(());
         }
@@ -162,13 +168,13 @@ impl PgStore {
     /// span, in one transaction. Returns `false`, with nothing written,
     /// when the unique key refuses a span or a value is too long for the
     /// format's 32-bit lengths.
-    async fn copy_spans(&self, spans: &[Span]) -> Result<bool, StoreError> {
+    async fn copy_spans<S: Borrow<Span> + Sync>(&self, spans: &[S]) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut copy = tx.copy_in_raw(&self.copy_sql).await?;
         let mut buf = Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024);
         buf.extend_from_slice(COPY_HEADER);
         for span in spans {
-            if encode_copy_row(&mut buf, span).is_none() {
+            if encode_copy_row(&mut buf, span.borrow()).is_none() {
                 copy.abort("llmtap: value too long for binary COPY").await?;
                 return Ok(false);
             }
@@ -187,7 +193,7 @@ impl PgStore {
             }
             Err(e) => return Err(e.into()),
         }
-        let all: Vec<&Span> = spans.iter().collect();
+        let all: Vec<&Span> = spans.iter().map(Borrow::borrow).collect();
         super::rollup::apply_pg(&mut tx, &all).await?;
         tx.commit().await?;
         Ok(true)
@@ -196,7 +202,7 @@ impl PgStore {
     /// The batch by `INSERT … SELECT FROM UNNEST … ON CONFLICT DO NOTHING
     /// RETURNING`, [`ROWS_PER_STATEMENT`] spans per statement, with the
     /// rollups of exactly the rows stored, in one transaction.
-    async fn insert_spans(&self, spans: &[Span]) -> Result<(), StoreError> {
+    async fn insert_spans<S: Borrow<Span> + Sync>(&self, spans: &[S]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut stored: Vec<&Span> = Vec::with_capacity(spans.len());
         for chunk in spans.chunks(ROWS_PER_STATEMENT) {
@@ -216,6 +222,7 @@ impl PgStore {
                 *fresh.entry((t.as_str(), id.as_str())).or_default() += 1;
             }
             for s in chunk {
+                let s = s.borrow();
                 let key = (s.trace_id.as_str(), s.span_id.as_str());
                 if let Some(n) = fresh.get_mut(&key).filter(|n| **n > 0) {
                     *n -= 1;
@@ -236,7 +243,7 @@ impl PgStore {
 
 /// The spans with every NUL in their text replaced by U+FFFD, or `None`
 /// when none holds one (the common case: nothing is copied).
-fn without_nul(spans: &[Span]) -> Option<Vec<Span>> {
+fn without_nul<S: Borrow<Span>>(spans: &[S]) -> Option<Vec<Span>> {
     let has_nul = |s: &Span| {
         schema::try_for_each_value(s, |_, v| match v {
             Value::Text(Some(t)) if t.contains('\0') => Err(()),
@@ -244,14 +251,14 @@ fn without_nul(spans: &[Span]) -> Option<Vec<Span>> {
         })
         .is_err()
     };
-    if !spans.iter().any(has_nul) {
+    if !spans.iter().any(|s| has_nul(s.borrow())) {
         return None;
     }
     Some(
         spans
             .iter()
             .map(|s| {
-                let mut s = s.clone();
+                let mut s = s.borrow().clone();
                 schema::for_each_text(&mut s, |_, t| {
                     if t.contains('\0') {
                         *t = t.replace('\0', "\u{FFFD}");
@@ -316,9 +323,9 @@ fn insert_sql() -> String {
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Binds one array per column of [`COLUMNS`], in order.
-fn bind_columns<'q>(mut q: PgQuery<'q>, spans: &'q [Span]) -> PgQuery<'q> {
+fn bind_columns<'q, S: Borrow<Span>>(mut q: PgQuery<'q>, spans: &'q [S]) -> PgQuery<'q> {
     for c in COLUMNS {
-        let values = spans.iter().map(|s| (c.get)(s));
+        let values = spans.iter().map(|s| (c.get)(s.borrow()));
         // A value of another kind than the column's cannot occur (see the
         // schema's tests); it would bind as NULL.
         q = match c.kind {

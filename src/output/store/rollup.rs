@@ -559,7 +559,7 @@ mod tests {
         .execute(store.pool())
         .await
         .unwrap();
-        store.write_spans(&[]).await.unwrap();
+        store.write_spans::<Span>(&[]).await.unwrap();
         let (n, tokens): (i64, i64) =
             sqlx::query_as("SELECT SUM(span_count), SUM(input_tokens) FROM rollup_minute")
                 .fetch_one(store.pool())
@@ -722,7 +722,7 @@ mod tests {
             .collect();
         store.write_spans(&batch).await.unwrap();
         assert_eq!(sum().await, BACKLOG_STEP as i64 + 10);
-        store.write_spans(&[]).await.unwrap();
+        store.write_spans::<Span>(&[]).await.unwrap();
         let last = span(at(total + 10), "gpt-4o", completed, 3.0);
         store.write_spans(&[last]).await.unwrap();
         assert_eq!(sum().await, total + 11);

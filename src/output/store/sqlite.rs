@@ -1,5 +1,6 @@
 //! SQLite backend: one file, WAL journal, migrations at open.
 
+use std::borrow::Borrow;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -177,7 +178,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn write_spans(&self, spans: &[Span]) -> Result<(), StoreError> {
+    pub async fn write_spans<S: Borrow<Span> + Sync>(&self, spans: &[S]) -> Result<(), StoreError> {
         let mut writer = self.writer.lock().await;
         let conn = match &mut *writer {
             Some(conn) => conn,
@@ -193,7 +194,10 @@ impl SqliteStore {
         result
     }
 
-    async fn write_with(conn: &mut SqliteConnection, spans: &[Span]) -> Result<(), StoreError> {
+    async fn write_with<S: Borrow<Span> + Sync>(
+        conn: &mut SqliteConnection,
+        spans: &[S],
+    ) -> Result<(), StoreError> {
         // The write lock first, through sqlx: a wait for another writer
         // (the busy timeout) happens on sqlx's worker thread, and the raw
         // inserts below, holding the lock, never wait on another
@@ -208,7 +212,7 @@ impl SqliteStore {
         // Same transaction: the rollups count exactly the spans stored.
         let stored: Vec<(i64, &Span)> = stored
             .into_iter()
-            .filter_map(|(i, rowid)| spans.get(i).map(|s| (rowid, s)))
+            .filter_map(|(i, rowid)| spans.get(i).map(|s| (rowid, s.borrow())))
             .collect();
         super::rollup::apply_stored(&mut tx, &stored).await?;
         tx.commit().await?;

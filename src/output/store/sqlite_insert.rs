@@ -17,6 +17,7 @@
 //! and is unbound by `sqlite3_reset`/`sqlite3_clear_bindings` before the
 //! next row.
 
+use std::borrow::Borrow;
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr::{self, NonNull};
 
@@ -188,10 +189,10 @@ fn error(db: *mut ffi::sqlite3, rc: c_int) -> RawError {
 /// never wait on another connection, but they are still synchronous CPU
 /// and page I/O (milliseconds for a large batch), which the caller keeps
 /// off the async worker threads.
-pub fn insert_spans(
+pub fn insert_spans<S: Borrow<Span>>(
     db: NonNull<ffi::sqlite3>,
     sql: &str,
-    spans: &[Span],
+    spans: &[S],
 ) -> Result<Vec<(usize, i64)>, RawError> {
     let db = db.as_ptr();
     let mut raw: *mut ffi::sqlite3_stmt = ptr::null_mut();
@@ -218,7 +219,7 @@ pub fn insert_spans(
     let mut stmt = Stmt { db, stmt: raw };
     let mut stored = Vec::with_capacity(spans.len());
     for (i, span) in spans.iter().enumerate() {
-        stmt.bind(span)?;
+        stmt.bind(span.borrow())?;
         if let Some(rowid) = stmt.step()? {
             stored.push((i, rowid));
         }
