@@ -7,7 +7,7 @@
 
 pub(crate) mod batcher;
 pub(crate) mod fanout;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod otlp;
 pub mod queue;
 pub mod redact;

@@ -6,10 +6,10 @@
 //! recorder's sake, and it never calls the store (the recorder's queue is the
 //! only way out of this wing, and it never waits).
 
-pub mod error;
+pub(crate) mod error;
 pub mod exact_usage;
-pub mod listener;
-pub mod proxy;
-pub mod router;
+pub(crate) mod listener;
+pub(crate) mod proxy;
+pub(crate) mod router;
 pub mod tee;
-pub mod upstream;
+pub(crate) mod upstream;

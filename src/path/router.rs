@@ -66,11 +66,6 @@ impl UpstreamBase {
             base_path,
         })
     }
-
-    /// `host` or `host:port` as the upstream expects in `Host`.
-    pub fn host_header(&self) -> &str {
-        self.authority.as_str()
-    }
 }
 
 fn is_loopback_host(host: &str) -> bool {

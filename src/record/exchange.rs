@@ -151,11 +151,6 @@ impl Exchange {
         self.finish(outcome);
     }
 
-    /// The endpoint being called.
-    pub fn endpoint(&self) -> Endpoint {
-        self.endpoint
-    }
-
     /// Whether exact stream usage applies to this exchange.
     pub fn wants_exact_usage(&self) -> bool {
         self.rec.exact_stream_usage && self.endpoint == Endpoint::Chat

@@ -12,19 +12,19 @@
 //! `tool_calls` (tool-call spans), `finisher` (finishing under load, in
 //! order).
 
-pub mod context;
+pub(crate) mod context;
 pub mod decode;
-pub mod exchange;
-pub mod finisher;
-pub mod live;
+pub(crate) mod exchange;
+pub(crate) mod finisher;
+pub(crate) mod live;
 pub mod pricing;
 pub mod providers;
-pub mod recording;
-pub mod request;
-pub mod response;
+pub(crate) mod recording;
+pub(crate) mod request;
+pub(crate) mod response;
 pub mod span;
-pub mod sse;
-pub mod status;
+pub(crate) mod sse;
+pub(crate) mod status;
 pub mod stitch;
 pub mod tokens;
-pub mod tool_calls;
+pub(crate) mod tool_calls;
