@@ -8,7 +8,7 @@
 //! hands every statement to its worker thread. Here each text is bound
 //! with `SQLITE_STATIC`, pointing at the span's own bytes, so SQLite reads
 //! it once, when it builds the record. Measured on the request-path bench
-//! (c=32): see BENCHMARKS.md, "Where llmtap's CPU and memory go".
+//! (c=32): see docs/benchmarks/2026-12-07-cpu-and-memory.md.
 //!
 //! This is the only `unsafe` code in llmtap. Its invariants: the handle is
 //! the writer connection's, held locked (`LockedSqliteHandle`) for the
